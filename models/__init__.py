@@ -1,0 +1,1 @@
+"""Hyperbolic neural network modules built on :mod:`poincare`."""

@@ -1,0 +1,1 @@
+"""Numerically verified operations on the Poincaré ball."""

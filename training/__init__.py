@@ -1,0 +1,1 @@
+"""Data sets, the training loop, checkpoints and metrics of the video model."""

@@ -1,0 +1,1 @@
+"""High-precision references, error metrics and Hypothesis strategies that check :mod:`poincare`."""
