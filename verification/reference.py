@@ -426,6 +426,8 @@ def logmap(x: Sequence[Any], y: Sequence[Any], c: Any = 1) -> Vec:
 
 
 def _logmap(p: Vec, q: Vec, c: Any) -> Vec:
+    if p == q:
+        return [mpmath.mpf(0) for _ in p]
     sc = mpmath.sqrt(c)
     lam = 2 / (1 - c * dot(p, p))
     u = _mobius_add(_neg(p), q, c)
@@ -693,7 +695,7 @@ def grad_dist(x: Sequence[Any], y: Sequence[Any], c: Any = 1) -> tuple[Vec, Vec]
         for a, b in ((p, q), (q, p)):
             v = _logmap(a, b, cc)
             n = norm(v)
-            if n == 0:
+            if p == q or n == 0:
                 out.append([mpmath.mpf(0) for _ in v])
                 continue
             lam = 2 / (1 - cc * dot(a, a))
