@@ -1,0 +1,840 @@
+r"""The functional API of the Poincaré ball, in the style of :mod:`torch.nn.functional`.
+
+Conventions shared by every op:
+
+* Vectors live on the **last dimension**; leading dimensions broadcast.
+* The curvature ``c > 0`` is keyword-only: a positive finite float, or a positive tensor that
+  broadcasts against ``x[..., :1]`` (0-d, or a trailing dimension of size 1). The ball is
+  :math:`\{x : c\,|x|^2 < 1\}`; write :math:`s_c = \sqrt{c}`.
+* Inputs must be real floating tensors. ``float32`` and ``float64`` compute in their own dtype,
+  ``float16``/``bfloat16`` in ``float32``; under :func:`poincare.upcast` every op computes in the
+  requested dtype. Results always come back in the (promoted) dtype of the inputs, and
+  point-valued results are passed through :func:`project` in that dtype, so they are strictly
+  inside the ball *as stored*.
+* Bad arguments raise ``TypeError``/``ValueError`` naming the argument: a non-tensor or an
+  integer/complex dtype, ``c <= 0`` or non-finite ``c``, mismatched last dimensions.
+* Points on or outside the ball are a caller's error (:func:`check_point` detects them). Every op
+  still returns finite values for them: the conformal factor is evaluated with the point's
+  scaled norm clamped to the outermost representable shell ``1 - eps/2``.
+
+Numerics. Every formula below is written so that no subtraction of nearly equal quantities
+occurs anywhere in the ball. The key identities (with :math:`B_x = 1 - c|x|^2`, always formed as
+:math:`(1 - s_c|x|)(1 + s_c|x|)`):
+
+* :math:`1 + 2c\langle x,y\rangle + c^2|x|^2|y|^2 = c|x+y|^2 + B_x B_y`,
+* :math:`1 + 2c\langle x,y\rangle + c|y|^2 = c|x+y|^2 + B_x`,
+* :math:`1 - c\langle x,y\rangle = (B_x + B_y + c|x-y|^2)/2`,
+* :math:`\cosh d(x,y) - 1 = 2c|x-y|^2/(B_x B_y)`, hence
+  :math:`d(x,y) = \tfrac{2}{s_c}\operatorname{asinh}\big(s_c|x-y|/\sqrt{B_x B_y}\big)`,
+
+which together keep every op within a few hyperbolic ULPs up to the last representable shell.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+from ._checks import (
+    Curvature,
+    as_curvature,
+    check_dim,
+    check_last_dims,
+    check_tensor,
+    prepare,
+)
+from ._numerics import (
+    artanh_over,
+    asinh_over,
+    dot,
+    exact_outside,
+    gap,
+    max_norm,
+    sqnorm,
+    tanh_over,
+)
+
+__all__ = [
+    "check_point",
+    "conformal_factor",
+    "dist",
+    "dist0",
+    "egrad2rgrad",
+    "einstein_midpoint",
+    "expmap",
+    "expmap0",
+    "gyration",
+    "klein_to_poincare",
+    "logmap",
+    "logmap0",
+    "lorentz_to_poincare",
+    "max_radius",
+    "mobius_add",
+    "mobius_matvec",
+    "mobius_scalar_mul",
+    "mobius_sub",
+    "pairwise_dist",
+    "poincare_to_klein",
+    "poincare_to_lorentz",
+    "project",
+    "transp",
+    "transp0",
+]
+
+
+# ---------------------------------------------------------------------------------------------
+# Projection and containment
+# ---------------------------------------------------------------------------------------------
+
+
+def _project(x: Tensor, c: Tensor) -> Tensor:
+    """Project ``x`` (in its own dtype) onto ``{sqrt(c)|x| <= 1 - eps/2}``, strictly inside."""
+    dtype = x.dtype
+    m = max_norm(dtype)
+    xd = x.to(torch.float64)
+    scd = torch.sqrt(c.to(torch.float64))
+    n = torch.linalg.vector_norm(xd, dim=-1, keepdim=True) * scd
+    over = n > m
+    scale = torch.where(over, m / torch.where(over, n, torch.ones_like(n)), torch.ones_like(n))
+    y = (xd * scale).to(dtype)
+    shrink = 1.0 - torch.finfo(dtype).eps
+    for _ in range(3):
+        out = exact_outside(y, c)
+        if not bool(out.any()):
+            break
+        y = torch.where(out, y * shrink, y)
+    return y
+
+
+def _finish_point(r: Tensor, dtype: torch.dtype, c: Tensor) -> Tensor:
+    """Cast a computed point to the caller's dtype and make it strictly interior there."""
+    return _project(r.to(dtype), c)
+
+
+def project(x: Tensor, *, c: Curvature = 1.0) -> Tensor:
+    r"""Pull ``x`` strictly inside the ball, onto the largest representable norm.
+
+    Points with :math:`s_c|x| \le 1 - \epsilon/2` (``eps`` of ``x``'s dtype) that are strictly
+    inside are returned unchanged, bit for bit. Points beyond that shell, on the boundary or
+    outside it are rescaled radially onto the shell :math:`s_c|x| = 1 - \epsilon/2`: the
+    outermost float norm below the boundary, whose distance from the origin is
+    :func:`max_radius`. Containment is decided in (almost) exact arithmetic, so the result
+    satisfies :math:`c|x|^2 < 1` for the exact values of its stored coordinates.
+
+    Args:
+        x: ``(..., D)`` points.
+        c: curvature.
+
+    Returns:
+        ``(..., D)`` in ``x``'s dtype. Non-finite coordinates are not repaired (use
+        :func:`check_point` to reject them).
+
+    Raises:
+        TypeError, ValueError: on a non-floating ``x`` or an invalid ``c``.
+    """
+    check_tensor("x", x)
+    return _project(x, as_curvature(c, torch.float64, x.device))
+
+
+def check_point(x: Tensor, *, c: Curvature = 1.0) -> None:
+    r"""Raise ``ValueError`` unless every point of ``x`` is finite and strictly inside the ball.
+
+    The test :math:`c|x|^2 < 1` is evaluated in (almost) exact arithmetic on the stored values.
+
+    Args:
+        x: ``(..., D)`` points.
+        c: curvature.
+
+    Raises:
+        TypeError: ``x`` is not a real floating tensor.
+        ValueError: some coordinate is NaN or infinite, or some point is on or outside the
+            boundary (the message counts them and gives the largest :math:`s_c|x|`).
+    """
+    check_tensor("x", x)
+    cc = as_curvature(c, torch.float64, x.device)
+    finite = torch.isfinite(x)
+    if not bool(finite.all()):
+        bad = int((~finite).any(dim=-1).sum())
+        raise ValueError(f"x has {bad} point(s) with non-finite coordinates")
+    out = exact_outside(x, cc)
+    if bool(out.any()):
+        worst = float(
+            (torch.linalg.vector_norm(x.double(), dim=-1, keepdim=True) * cc.sqrt()).max()
+        )
+        raise ValueError(
+            f"x has {int(out.sum())} point(s) on or outside the Poincaré ball "
+            f"(largest sqrt(c)*|x| = {worst!r}; points must satisfy c*|x|^2 < 1)"
+        )
+
+
+def max_radius(dtype: torch.dtype, *, c: float = 1.0) -> float:
+    r"""The largest hyperbolic distance from the origin that ``dtype`` can represent.
+
+    :math:`R = \tfrac{2}{s_c}\operatorname{artanh}(1 - \epsilon/2)`, the distance of the outermost
+    shell that :func:`project` maps onto: about 17.33 for ``float32`` and 37.43 for ``float64``
+    at ``c = 1`` (8.3 for ``float16``, 6.2 for ``bfloat16``).
+
+    Raises:
+        TypeError: ``dtype`` is not a floating dtype.
+        ValueError: ``c`` is not a positive finite number.
+    """
+    if not isinstance(dtype, torch.dtype) or not dtype.is_floating_point:
+        raise TypeError(f"dtype must be a floating torch.dtype, got {dtype!r}")
+    if isinstance(c, bool) or not isinstance(c, (int, float)):
+        raise TypeError(f"c must be a positive float, got {type(c).__name__}")
+    if not math.isfinite(c) or c <= 0:
+        raise ValueError(f"c must be finite and strictly positive, got {c}")
+    return 2.0 / math.sqrt(c) * math.atanh(max_norm(dtype))
+
+
+def conformal_factor(x: Tensor, *, c: Curvature = 1.0, keepdim: bool = True) -> Tensor:
+    r"""The conformal factor :math:`\lambda_x = 2 / (1 - c|x|^2)`.
+
+    Args:
+        x: ``(..., D)`` points.
+        c: curvature.
+        keepdim: keep the reduced last dimension (``(..., 1)``, the default) or drop it.
+
+    Returns:
+        ``(..., 1)`` (or ``(...)``), at most :math:`4/\epsilon` on the outermost shell.
+    """
+    out, _, cc, (xx,) = prepare(c, x=x)
+    _, _, b = gap(xx, cc.sqrt())
+    lam = (2 / b).to(out)
+    return lam if keepdim else lam.squeeze(-1)
+
+
+# ---------------------------------------------------------------------------------------------
+# Gyrovector operations
+# ---------------------------------------------------------------------------------------------
+
+
+def _mobius_add(x: Tensor, y: Tensor, c: Tensor) -> Tensor:
+    sc = c.sqrt()
+    _, _, bx = gap(x, sc)
+    _, _, by = gap(y, sc)
+    s = x + y
+    css = c * sqnorm(s)
+    return (bx * s + css * x) / (css + bx * by)
+
+
+def mobius_add(x: Tensor, y: Tensor, *, c: Curvature = 1.0) -> Tensor:
+    r"""Möbius addition :math:`x \oplus_c y`.
+
+    .. math::
+        x \oplus y = \frac{(1 + 2c\langle x,y\rangle + c|y|^2)\,x + (1 - c|x|^2)\,y}
+                          {1 + 2c\langle x,y\rangle + c^2|x|^2|y|^2}
+                   = \frac{B_x (x+y) + c|x+y|^2\,x}{c|x+y|^2 + B_x B_y},
+
+    the second form (used here) having only sums of non-negative terms.
+
+    Args:
+        x: ``(..., D)`` points.
+        y: ``(..., D)`` points (broadcast against ``x``).
+        c: curvature.
+
+    Returns:
+        ``(..., D)`` point strictly inside the ball.
+
+    Raises:
+        TypeError, ValueError: bad dtypes, mismatched last dimensions, invalid ``c``.
+    """
+    check_last_dims(x=x, y=y)
+    out, _, cc, (xx, yy) = prepare(c, x=x, y=y)
+    return _finish_point(_mobius_add(xx, yy, cc), out, cc)
+
+
+def mobius_sub(x: Tensor, y: Tensor, *, c: Curvature = 1.0) -> Tensor:
+    r"""Möbius subtraction :math:`x \ominus_c y = x \oplus_c (-y)`. Shapes as :func:`mobius_add`."""
+    check_last_dims(x=x, y=y)
+    out, _, cc, (xx, yy) = prepare(c, x=x, y=y)
+    return _finish_point(_mobius_add(xx, -yy, cc), out, cc)
+
+
+def _scalar(name: str, r: object, dtype: torch.dtype, device: torch.device) -> Tensor:
+    if isinstance(r, Tensor):
+        if not r.dtype.is_floating_point:
+            raise TypeError(f"{name} must be a float or a floating tensor, got {r.dtype}")
+        if r.dim() > 0 and r.shape[-1] != 1:
+            raise ValueError(
+                f"{name} must be a scalar or broadcast against x[..., :1] (trailing size 1), "
+                f"got shape {tuple(r.shape)}"
+            )
+        return r.to(dtype=dtype, device=device)
+    if isinstance(r, bool) or not isinstance(r, (int, float)):
+        raise TypeError(f"{name} must be a real number or a tensor, got {type(r).__name__}")
+    if not math.isfinite(r):
+        raise ValueError(f"{name} must be finite, got {r}")
+    return torch.tensor(float(r), dtype=dtype, device=device)
+
+
+def mobius_scalar_mul(r: float | Tensor, x: Tensor, *, c: Curvature = 1.0) -> Tensor:
+    r"""Möbius scalar multiplication :math:`r \otimes_c x`.
+
+    .. math::
+        r \otimes x = \tanh\!\big(r \operatorname{artanh}(s_c|x|)\big)\,\frac{x}{s_c|x|}
+                    = r\,h\big(r \operatorname{artanh}(s_c|x|)\big)\,g(s_c|x|)\,x,
+
+    with :math:`h(t) = \tanh(t)/t` and :math:`g(u) = \operatorname{artanh}(u)/u`, both equal to
+    1 at 0, so the origin needs no special case. The hyperbolic radius is scaled by ``|r|``.
+
+    Args:
+        r: a real number, or a tensor broadcastable to ``x[..., :1]``.
+        x: ``(..., D)`` points.
+        c: curvature.
+
+    Returns:
+        ``(..., D)`` point strictly inside the ball (radii beyond :func:`max_radius` are clipped
+        to the outermost shell).
+    """
+    out, comp, cc, (xx,) = prepare(c, x=x)
+    rr = _scalar("r", r, comp, xx.device)
+    if isinstance(r, Tensor):
+        out = torch.promote_types(out, r.dtype)
+    _, u, _ = gap(xx, cc.sqrt())
+    a = torch.atanh(u)
+    res = rr * tanh_over(rr * a) * artanh_over(u) * xx
+    return _finish_point(res, out, cc)
+
+
+def mobius_matvec(m: Tensor, x: Tensor, *, c: Curvature = 1.0) -> Tensor:
+    r"""Möbius matrix-vector product :math:`M \otimes_c x`.
+
+    .. math::
+        M \otimes x = \tanh\!\Big(\frac{|Mx|}{|x|}\operatorname{artanh}(s_c|x|)\Big)
+                      \frac{Mx}{s_c|Mx|} = h(t)\,g(s_c|x|)\,Mx,\quad
+        t = s_c |Mx|\, g(s_c|x|),
+
+    equal to :math:`\exp_0(M \log_0 x)`; it is the origin when :math:`Mx = 0`.
+
+    Args:
+        m: ``(out, in)`` matrix, laid out like the weight of :func:`torch.nn.functional.linear`.
+        x: ``(..., in)`` points.
+        c: curvature.
+
+    Returns:
+        ``(..., out)`` point strictly inside the ball.
+
+    Raises:
+        ValueError: ``m`` is not 2-D, or ``m.shape[1] != x.shape[-1]``.
+    """
+    check_tensor("m", m)
+    check_tensor("x", x)
+    if m.dim() != 2:
+        raise ValueError(f"m must be a 2-D (out, in) matrix, got shape {tuple(m.shape)}")
+    if m.shape[1] != x.shape[-1]:
+        raise ValueError(f"m has {m.shape[1]} input columns but x has last dimension {x.shape[-1]}")
+    out, _, cc, (mm, xx) = prepare(c, m=m, x=x)
+    sc = cc.sqrt()
+    _, u, _ = gap(xx, sc)
+    mx = F.linear(xx, mm)
+    g = artanh_over(u)
+    t = sc * torch.linalg.vector_norm(mx, dim=-1, keepdim=True) * g
+    return _finish_point(tanh_over(t) * g * mx, out, cc)
+
+
+def _gyration(a: Tensor, b: Tensor, u: Tensor, c: Tensor) -> Tensor:
+    # gyr[a,b] is the rotation, in the plane spanned by a and b, by twice the argument of
+    # z = (1 + c<a,b>) + i c |a ^ b|. Written with s = a + b (so that a ~ -b cancels nothing):
+    #   Re z = 1 + c<a,b> = (B_a + B_b + c|s|^2) / 2,  |a ^ b|^2 = |a|^2|s|^2 - <a,s>^2.
+    sc = c.sqrt()
+    _, _, ba = gap(a, sc)
+    _, _, bb = gap(b, sc)
+    s = a + b
+    ss = sqnorm(s)
+    aa = sqnorm(a)
+    as_ = dot(a, s)
+    re = (ba + bb + c * ss) / 2
+    k = (aa * ss - as_ * as_).clamp(min=0)
+    den = re * re + c * c * k
+    au = dot(a, u)
+    su = dot(s, u)
+    rot = re * (a * su - s * au)
+    proj = a * (ss * au - as_ * su) + s * (aa * su - as_ * au)
+    return u + (2 * c / den) * (rot - c * proj)
+
+
+def gyration(a: Tensor, b: Tensor, u: Tensor, *, c: Curvature = 1.0) -> Tensor:
+    r"""The gyration :math:`\operatorname{gyr}[a,b]\,u = \ominus(a \oplus b) \oplus (a \oplus (b
+    \oplus u))`.
+
+    It is the rotation, in the plane spanned by ``a`` and ``b``, by the angle
+    :math:`2\arg\big(1 + c\langle a,b\rangle + i\,c|a\wedge b|\big)`; equivalently (Ungar)
+
+    .. math::
+        \operatorname{gyr}[a,b]u = u + 2\frac{\alpha a + \beta b}{1 + 2c\langle a,b\rangle +
+        c^2|a|^2|b|^2},\ \alpha = -c^2\langle a,u\rangle|b|^2 + c\langle b,u\rangle +
+        2c^2\langle a,b\rangle\langle b,u\rangle,\ \beta = -c^2\langle b,u\rangle|a|^2 -
+        c\langle a,u\rangle,
+
+    evaluated here in terms of ``s = a + b`` so that nearly opposite ``a``, ``b`` near the
+    boundary lose nothing. ``u`` is any vector (a tangent vector or a point); its norm is
+    preserved to rounding, and when ``u`` is a point strictly inside the ball so is the result
+    (a rounding that would carry it past the outermost shell is undone by :func:`project`).
+
+    Args:
+        a, b: ``(..., D)`` points.
+        u: ``(..., D)`` vectors.
+        c: curvature.
+
+    Returns:
+        ``(..., D)``.
+    """
+    check_last_dims(a=a, b=b, u=u)
+    out, _, cc, (aa, bb, uu) = prepare(c, a=a, b=b, u=u)
+    r = _gyration(aa, bb, uu, cc).to(out)
+    # A rotation never leaves the ball: keep rotated points strictly inside after rounding.
+    inside = ~exact_outside(u, cc)
+    return torch.where(inside, _project(r, cc), r)
+
+
+# ---------------------------------------------------------------------------------------------
+# Exponential and logarithmic maps
+# ---------------------------------------------------------------------------------------------
+
+
+def expmap0(v: Tensor, *, c: Curvature = 1.0) -> Tensor:
+    r"""Exponential map at the origin: :math:`\exp_0(v) = \tanh(s_c|v|)\,v/(s_c|v|)`.
+
+    The hyperbolic distance of the result from the origin is :math:`2|v|`.
+
+    Args:
+        v: ``(..., D)`` tangent vectors at the origin (any size: long vectors land on the
+            outermost representable shell).
+        c: curvature.
+
+    Returns:
+        ``(..., D)`` point strictly inside the ball.
+    """
+    out, _, cc, (vv,) = prepare(c, v=v)
+    t = cc.sqrt() * torch.linalg.vector_norm(vv, dim=-1, keepdim=True)
+    return _finish_point(tanh_over(t) * vv, out, cc)
+
+
+def logmap0(y: Tensor, *, c: Curvature = 1.0) -> Tensor:
+    r"""Logarithmic map at the origin: :math:`\log_0(y) = \operatorname{artanh}(s_c|y|)\,
+    y/(s_c|y|)`.
+
+    Args:
+        y: ``(..., D)`` points (points on or beyond the boundary are treated as lying on the
+            outermost representable shell: the result stays finite).
+        c: curvature.
+
+    Returns:
+        ``(..., D)`` tangent vector at the origin, of norm :math:`d(0, y)/2`.
+    """
+    out, _, cc, (yy,) = prepare(c, y=y)
+    _, u, _ = gap(yy, cc.sqrt())
+    return (artanh_over(u) * yy).to(out)
+
+
+def expmap(x: Tensor, v: Tensor, *, c: Curvature = 1.0) -> Tensor:
+    r"""Exponential map at ``x``: :math:`\exp_x(v) = x \oplus \tanh(s_c\lambda_x|v|/2)\,
+    v/(s_c|v|)`.
+
+    Fused: with :math:`t = s_c|v|/B_x`, the second summand is :math:`w = h(t)\,v/B_x`
+    (:math:`h(t) = \tanh t/t`) and its gap :math:`1 - c|w|^2 = \operatorname{sech}^2 t` is taken
+    from ``t`` directly rather than from the rounded ``w``, so long steps towards the boundary
+    keep their accuracy; the addition then uses the stable form of :func:`mobius_add`.
+
+    Args:
+        x: ``(..., D)`` base points.
+        v: ``(..., D)`` tangent vectors at ``x`` (Riemannian length :math:`\lambda_x|v|`).
+        c: curvature.
+
+    Returns:
+        ``(..., D)`` point strictly inside the ball.
+    """
+    check_last_dims(x=x, v=v)
+    out, _, cc, (xx, vv) = prepare(c, x=x, v=v)
+    sc = cc.sqrt()
+    _, _, bx = gap(xx, sc)
+    t = sc * torch.linalg.vector_norm(vv, dim=-1, keepdim=True) / bx
+    w = tanh_over(t) * vv / bx
+    bw = torch.cosh(t).pow(-2)
+    s = xx + w
+    css = cc * sqnorm(s)
+    den = (css + bx * bw).clamp(min=torch.finfo(xx.dtype).tiny)
+    return _finish_point((bx * s + css * xx) / den, out, cc)
+
+
+def logmap(x: Tensor, y: Tensor, *, c: Curvature = 1.0) -> Tensor:
+    r"""Logarithmic map at ``x``: :math:`\log_x(y) = \frac{2}{s_c\lambda_x}
+    \operatorname{artanh}(s_c|u|)\frac{u}{|u|}`, :math:`u = (-x) \oplus y`.
+
+    Fused: with :math:`s = y - x`, :math:`u \propto N = B_x s - c|s|^2 x` and
+    :math:`|N| = |s|\,Q` where :math:`Q^2 = (1 - c\langle x,y\rangle)^2 + c^2(|x|^2|s|^2 -
+    \langle x,s\rangle^2)`; the length comes from the stable distance formula, giving
+
+    .. math::
+        \log_x(y) = \sqrt{B_x/B_y}\;\frac{\operatorname{asinh}(a)}{a}\;\frac{N}{Q},\quad
+        a = \frac{s_c|s|}{\sqrt{B_x B_y}},
+
+    smooth at ``y = x`` (where it equals ``y - x`` to first order) and free of the saturation of
+    :math:`\operatorname{artanh}` near 1.
+
+    Args:
+        x: ``(..., D)`` base points.
+        y: ``(..., D)`` points.
+        c: curvature.
+
+    Returns:
+        ``(..., D)`` tangent vector at ``x`` of Riemannian length :math:`d(x, y)`.
+    """
+    check_last_dims(x=x, y=y)
+    out, _, cc, (xx, yy) = prepare(c, x=x, y=y)
+    sc = cc.sqrt()
+    _, _, bx = gap(xx, sc)
+    _, _, by = gap(yy, sc)
+    s = yy - xx
+    ss = sqnorm(s)
+    xs = dot(xx, s)
+    p = (bx + by + cc * ss) / 2
+    k = (sqnorm(xx) * ss - xs * xs).clamp(min=0)
+    q = torch.sqrt(p * p + cc * cc * k)
+    a = sc * torch.linalg.vector_norm(s, dim=-1, keepdim=True) / torch.sqrt(bx * by)
+    n = bx * s - cc * ss * xx
+    return (torch.sqrt(bx / by) * asinh_over(a) / q * n).to(out)
+
+
+# ---------------------------------------------------------------------------------------------
+# Distances
+# ---------------------------------------------------------------------------------------------
+
+
+def _dist(x: Tensor, y: Tensor, c: Tensor) -> Tensor:
+    sc = c.sqrt()
+    _, _, bx = gap(x, sc)
+    _, _, by = gap(y, sc)
+    e = torch.linalg.vector_norm(x - y, dim=-1, keepdim=True)
+    return 2 / sc * torch.asinh(sc * e / torch.sqrt(bx * by))
+
+
+def dist(x: Tensor, y: Tensor, *, c: Curvature = 1.0, keepdim: bool = False) -> Tensor:
+    r"""Geodesic distance.
+
+    .. math::
+        d(x,y) = \frac{2}{s_c}\operatorname{artanh}(s_c|(-x)\oplus y|)
+               = \frac{1}{s_c}\operatorname{arcosh}\!\Big(1 + \frac{2c|x-y|^2}{B_x B_y}\Big)
+               = \frac{2}{s_c}\operatorname{asinh}\!\Big(\frac{s_c|x-y|}{\sqrt{B_x B_y}}\Big).
+
+    The last form is used: no :math:`\operatorname{arcosh}` near 1 (whose derivative is
+    infinite there), exactly 0 for equal points, and a finite gradient (zero) at ``x == y``.
+
+    Args:
+        x, y: ``(..., D)`` points (broadcast).
+        c: curvature.
+        keepdim: keep the reduced last dimension.
+
+    Returns:
+        ``(...)`` (or ``(..., 1)``) non-negative distances.
+    """
+    check_last_dims(x=x, y=y)
+    out, _, cc, (xx, yy) = prepare(c, x=x, y=y)
+    d = _dist(xx, yy, cc).to(out)
+    return d if keepdim else d.squeeze(-1)
+
+
+def dist0(x: Tensor, *, c: Curvature = 1.0, keepdim: bool = False) -> Tensor:
+    r"""Distance from the origin: :math:`d(0,x) = \tfrac{2}{s_c}\operatorname{artanh}(s_c|x|)`.
+
+    Args:
+        x: ``(..., D)`` points.
+        c: curvature.
+        keepdim: keep the reduced last dimension.
+
+    Returns:
+        ``(...)`` (or ``(..., 1)``), at most :func:`max_radius` of the compute dtype.
+    """
+    out, _, cc, (xx,) = prepare(c, x=x)
+    sc = cc.sqrt()
+    _, u, _ = gap(xx, sc)
+    d = (2 / sc * torch.atanh(u)).to(out)
+    return d if keepdim else d.squeeze(-1)
+
+
+# Pairs whose squared Euclidean distance is below TAU * (|x|^2 + |y|^2) are recomputed from the
+# coordinate differences: the Gram expansion |x|^2 + |y|^2 - 2<x,y> loses about log2(1/TAU) bits
+# on them. For float32 inputs the Gram matrix is formed in float64, which leaves 29 spare bits.
+_TAU = {torch.float32: 2.0**-40, torch.float64: 2.0**-8}
+_PAIR_CHUNK = 1 << 22
+
+
+def pairwise_dist(x: Tensor, y: Tensor, *, c: Curvature = 1.0, squared: bool = False) -> Tensor:
+    r"""All pairwise geodesic distances, like :func:`torch.cdist`.
+
+    :math:`D_{ij} = d(x_i, y_j)` by the formula of :func:`dist`, with :math:`|x_i - y_j|^2` taken
+    from one matrix product, :math:`|x_i|^2 + |y_j|^2 - 2\langle x_i, y_j\rangle`, and no
+    ``N x M x D`` tensor. That expansion cancels for close pairs, so (a) for ``float32`` inputs
+    the product is formed in ``float64``, and (b) the pairs where the expansion has lost more than
+    a few bits are detected and recomputed from their coordinate differences, in chunks of
+    bounded memory. The result is as accurate as :func:`dist` applied pair by pair.
+
+    Args:
+        x: ``(..., N, D)`` points.
+        y: ``(..., M, D)`` points; leading dimensions broadcast against ``x``'s.
+        c: curvature: a float, or a tensor broadcastable to ``(..., 1, 1)``.
+        squared: return :math:`d^2` instead of :math:`d`.
+
+    Returns:
+        ``(..., N, M)``.
+
+    Raises:
+        ValueError: ``x`` or ``y`` has fewer than 2 dimensions, or the last dimensions differ.
+    """
+    check_tensor("x", x)
+    check_tensor("y", y)
+    for name, t in (("x", x), ("y", y)):
+        if t.dim() < 2:
+            raise ValueError(f"{name} must have shape (..., N, D), got {tuple(t.shape)}")
+    check_last_dims(x=x, y=y)
+    out, comp, cc, (xx, yy) = prepare(c, x=x, y=y)
+    batch = torch.broadcast_shapes(  # type: ignore[no-untyped-call]
+        xx.shape[:-2], yy.shape[:-2]
+    )
+    n, m, d = xx.shape[-2], yy.shape[-2], xx.shape[-1]
+    xx = xx.expand((*batch, n, d))
+    yy = yy.expand((*batch, m, d))
+    sc = cc.sqrt()
+    _, _, bx = gap(xx, sc)  # (..., N, 1)
+    _, _, by = gap(yy, sc)  # (..., M, 1)
+
+    xd = xx.to(torch.float64)
+    yd = yy.to(torch.float64)
+    nx = sqnorm(xd)
+    ny = sqnorm(yd).transpose(-1, -2)
+    q = (nx + ny - 2 * torch.matmul(xd, yd.transpose(-1, -2))).clamp(min=0)
+    close = q <= _TAU[comp] * (nx + ny)
+    e = torch.sqrt(torch.where(close, torch.ones_like(q), q)).to(comp)
+    if bool(close.any()):
+        idx = close.reshape(-1).nonzero().squeeze(-1)
+        xf = xx.reshape(-1, n, d)
+        yf = yy.reshape(-1, m, d)
+        vals = []
+        step = max(1, _PAIR_CHUNK // max(d, 1))
+        for start in range(0, idx.numel(), step):
+            lin = idx[start : start + step]
+            b, rem = lin // (n * m), lin % (n * m)
+            diff = xf[b, rem // m] - yf[b, rem % m]
+            vals.append(torch.linalg.vector_norm(diff, dim=-1))
+        e = e.reshape(-1).index_put((idx,), torch.cat(vals)).reshape(q.shape)
+    dd = 2 / sc * torch.asinh(sc * e / torch.sqrt(bx * by.transpose(-1, -2)))
+    if squared:
+        dd = dd * dd
+    return dd.to(out)
+
+
+# ---------------------------------------------------------------------------------------------
+# Transport and gradients
+# ---------------------------------------------------------------------------------------------
+
+
+def transp(x: Tensor, y: Tensor, v: Tensor, *, c: Curvature = 1.0) -> Tensor:
+    r"""Parallel transport of ``v`` from :math:`T_x` to :math:`T_y` along the geodesic.
+
+    .. math:: P_{x\to y}(v) = \frac{\lambda_x}{\lambda_y}\operatorname{gyr}[y, -x]\,v
+              = \frac{B_y}{B_x}\operatorname{gyr}[y, -x]\,v.
+
+    It preserves the Riemannian inner product: :math:`\langle P u, P v\rangle_y =
+    \langle u, v\rangle_x`.
+
+    Args:
+        x, y: ``(..., D)`` points.
+        v: ``(..., D)`` tangent vectors at ``x``.
+        c: curvature.
+
+    Returns:
+        ``(..., D)`` tangent vectors at ``y``.
+    """
+    check_last_dims(x=x, y=y, v=v)
+    out, _, cc, (xx, yy, vv) = prepare(c, x=x, y=y, v=v)
+    sc = cc.sqrt()
+    _, _, bx = gap(xx, sc)
+    _, _, by = gap(yy, sc)
+    return (by / bx * _gyration(yy, -xx, vv, cc)).to(out)
+
+
+def transp0(y: Tensor, v: Tensor, *, c: Curvature = 1.0) -> Tensor:
+    r"""Parallel transport from the origin: :math:`P_{0\to y}(v) = (1 - c|y|^2)\,v`.
+
+    Args:
+        y: ``(..., D)`` points.
+        v: ``(..., D)`` tangent vectors at the origin.
+        c: curvature.
+
+    Returns:
+        ``(..., D)`` tangent vectors at ``y``.
+    """
+    check_last_dims(y=y, v=v)
+    out, _, cc, (yy, vv) = prepare(c, y=y, v=v)
+    _, _, by = gap(yy, cc.sqrt())
+    return (by * vv).to(out)
+
+
+def egrad2rgrad(x: Tensor, g: Tensor, *, c: Curvature = 1.0) -> Tensor:
+    r"""Riemannian gradient from a Euclidean one: :math:`g / \lambda_x^2 = (B_x/2)^2\,g`.
+
+    Args:
+        x: ``(..., D)`` points.
+        g: ``(..., D)`` Euclidean gradients at ``x``.
+        c: curvature.
+
+    Returns:
+        ``(..., D)`` tangent vectors at ``x``.
+    """
+    check_last_dims(x=x, g=g)
+    out, _, cc, (xx, gg) = prepare(c, x=x, g=g)
+    _, _, bx = gap(xx, cc.sqrt())
+    h = bx / 2
+    return (h * h * gg).to(out)
+
+
+# ---------------------------------------------------------------------------------------------
+# Midpoint and model conversions
+# ---------------------------------------------------------------------------------------------
+
+
+def einstein_midpoint(
+    x: Tensor,
+    weights: Tensor | None = None,
+    *,
+    c: Curvature = 1.0,
+    dim: int = -2,
+    keepdim: bool = False,
+) -> Tensor:
+    r"""Weighted Einstein midpoint, through the Klein model, returned in the Poincaré ball.
+
+    In the Klein model :math:`k_i = 2x_i/(1 + c|x_i|^2)` with Lorentz factors
+    :math:`\gamma_i = 1/\sqrt{1 - c|k_i|^2}`, the midpoint is
+    :math:`m_K = \sum_i w_i\gamma_i k_i / \sum_i w_i\gamma_i`, mapped back by
+    :math:`p = m_K / (1 + \sqrt{1 - c|m_K|^2})`. Forming :math:`m_K` loses the last half of the
+    representable radius (Klein coordinates saturate twice as fast), and
+    :math:`1 - c|m_K|^2` cancels catastrophically; the same point is computed here in closed
+    form without either: with :math:`\omega_i = w_i/B_{x_i}`, :math:`\Omega = \sum\omega_i`,
+    :math:`W = \sum w_i`, :math:`\bar x = \sum\omega_i x_i/\Omega` and the weighted spread
+    :math:`V = \sum_i \omega_i|x_i - \bar x|^2`,
+
+    .. math::
+        p = \frac{2\Omega\,\bar x}{2\Omega - W + \sqrt{W^2 + 4c\,\Omega V}},
+
+    which follows from :math:`\gamma_i k_i = \lambda_{x_i} x_i`,
+    :math:`\gamma_i = 2/B_{x_i} - 1` and
+    :math:`(\sum w\gamma)^2 - c|\sum w\gamma k|^2 = W^2 + 4c\,\Omega V`.
+
+    Args:
+        x: points, with the points to average along ``dim`` and coordinates on the last
+            dimension, e.g. ``(..., N, D)`` for the default ``dim=-2``.
+        weights: non-negative weights shaped like ``x`` without its last dimension (e.g.
+            ``(..., N)``), broadcastable; zeros are allowed. ``None`` means equal weights. Where
+            all the weights of a midpoint are zero the result is the origin.
+        c: curvature, a float or a tensor broadcastable to the result's ``(..., 1)``.
+        dim: the dimension of ``x`` that indexes the points (not the last one).
+        keepdim: keep ``dim`` (with size 1) in the result.
+
+    Returns:
+        ``(..., D)``: ``x``'s shape without ``dim`` (broadcast against ``weights``).
+
+    Raises:
+        ValueError: ``dim`` is out of range or is the last dimension; ``weights`` does not
+            broadcast, is negative or not finite.
+    """
+    check_tensor("x", x)
+    if x.dim() < 2:
+        raise ValueError(f"x must have shape (..., N, D), got {tuple(x.shape)}")
+    d = check_dim("dim", dim, x.dim())
+    if d == x.dim() - 1:
+        raise ValueError("dim must index the points, not the last (coordinate) dimension")
+    xm = x.movedim(d, -2)
+    tensors = {"x": xm}
+    if weights is not None:
+        check_tensor("weights", weights)
+        try:
+            shape = torch.broadcast_shapes(weights.shape, x.shape[:-1])  # type: ignore[no-untyped-call]
+        except RuntimeError as err:
+            raise ValueError(
+                f"weights of shape {tuple(weights.shape)} do not broadcast against the points' "
+                f"shape {tuple(x.shape[:-1])} (x without its last dimension)"
+            ) from err
+        with torch.no_grad():
+            if not bool(torch.isfinite(weights).all()) or bool((weights < 0).any()):
+                raise ValueError("weights must be finite and non-negative")
+        w_full = weights.expand(shape).movedim(d, -1)
+        tensors["weights"] = w_full
+    out, _comp, cc, cast = prepare(c, **tensors)
+    xm = cast[0]
+    w = cast[1] if weights is not None else torch.ones_like(xm[..., 0])
+    cx = cc.unsqueeze(-2) if cc.dim() > 0 else cc
+    _, _, b = gap(xm, cx.sqrt())
+    om = w.unsqueeze(-1) / b  # (..., N, 1)
+    big_om = om.sum(dim=-2)  # (..., 1)
+    big_w = w.sum(dim=-1, keepdim=True)
+    safe = torch.where(big_om > 0, big_om, torch.ones_like(big_om))
+    xbar = (om * xm).sum(dim=-2) / safe
+    spread = (om * sqnorm(xm - xbar.unsqueeze(-2))).sum(dim=-2)
+    den = 2 * big_om - big_w + torch.sqrt(big_w * big_w + 4 * cc * big_om * spread)
+    den = torch.where(den > 0, den, torch.ones_like(den))
+    p = 2 * big_om * xbar / den
+    res = _finish_point(p, out, cc)
+    return res.unsqueeze(d) if keepdim else res
+
+
+def poincare_to_klein(x: Tensor, *, c: Curvature = 1.0) -> Tensor:
+    r"""Poincaré ball to Klein model: :math:`k = 2x/(1 + c|x|^2)`.
+
+    Klein coordinates reach the boundary twice as fast as Poincaré ones, so points beyond half
+    of :func:`max_radius` round onto the outermost Klein shell; the result is kept strictly
+    inside the Klein ball.
+
+    Returns:
+        ``(..., D)`` Klein points.
+    """
+    out, _, cc, (xx,) = prepare(c, x=x)
+    return _finish_point(2 * xx / (1 + cc * sqnorm(xx)), out, cc)
+
+
+def klein_to_poincare(k: Tensor, *, c: Curvature = 1.0) -> Tensor:
+    r"""Klein model to Poincaré ball: :math:`x = k/(1 + \sqrt{1 - c|k|^2})`.
+
+    :math:`1 - c|k|^2` is formed as :math:`(1 - s_c|k|)(1 + s_c|k|)`; Klein points on or outside
+    the boundary are treated as lying on the outermost shell.
+
+    Returns:
+        ``(..., D)`` point strictly inside the Poincaré ball.
+    """
+    out, _, cc, (kk,) = prepare(c, k=k)
+    _, _, bk = gap(kk, cc.sqrt())
+    return _finish_point(kk / (1 + torch.sqrt(bk)), out, cc)
+
+
+def poincare_to_lorentz(x: Tensor, *, c: Curvature = 1.0) -> Tensor:
+    r"""Poincaré ball to the hyperboloid :math:`-h_0^2 + |h_{1:}|^2 = -1/c`, :math:`h_0 > 0`.
+
+    .. math:: h = \Big(\frac{1 + c|x|^2}{s_c B_x},\ \frac{2x}{B_x}\Big).
+
+    Returns:
+        ``(..., D + 1)``, the time coordinate first.
+    """
+    out, _, cc, (xx,) = prepare(c, x=x)
+    sc = cc.sqrt()
+    _, _, b = gap(xx, sc)
+    h0 = (1 + cc * sqnorm(xx)) / (sc * b)
+    return torch.cat([h0.expand((*xx.shape[:-1], 1)), 2 * xx / b], dim=-1).to(out)
+
+
+def lorentz_to_poincare(h: Tensor, *, c: Curvature = 1.0) -> Tensor:
+    r"""Hyperboloid to Poincaré ball: :math:`x = h_{1:}/(1 + s_c h_0)`.
+
+    Args:
+        h: ``(..., D + 1)`` points of the hyperboloid, time coordinate first (``D + 1 >= 2``).
+
+    Returns:
+        ``(..., D)`` point strictly inside the ball.
+    """
+    check_tensor("h", h)
+    if h.shape[-1] < 2:
+        raise ValueError(f"h must have last dimension >= 2 (time + space), got {h.shape[-1]}")
+    out, _, cc, (hh,) = prepare(c, h=h)
+    return _finish_point(hh[..., 1:] / (1 + cc.sqrt() * hh[..., :1]), out, cc)
