@@ -1,0 +1,485 @@
+"""Attention on the Poincaré ball: distance scores and Einstein-midpoint aggregation.
+
+For queries ``q_i``, keys ``k_j`` and values ``v_j`` (points of the ball), head by head:
+
+* scores ``s_ij = -beta * f(d(q_i, k_j))`` with ``f(d) = d`` (``"distance"``), ``d^2``
+  (``"squared"``) or ``cosh(sqrt(c) d) - 1`` (``"cosh"``);
+* weights ``w_ij = softmax_j(s_ij + mask_ij)``;
+* output ``o_i`` = the weighted Einstein midpoint of the ``v_j``: with the Lorentz
+  coordinates ``h_j = (h_j0, h_js)`` of ``v_j`` (``h_j0 = γ_j / sqrt(c)`` and ``h_js = γ_j κ_j``
+  for the Klein point ``κ_j`` and its Lorentz factor ``γ_j``), ``o_i`` is the Klein point
+  ``Σ_j w_ij h_js / (sqrt(c) Σ_j w_ij h_j0)`` mapped back to the Poincaré ball.
+
+Both the numerator and the denominator of the midpoint are linear in the weights, so the
+aggregation is one matrix product ``w @ h`` per head. For the ``"cosh"`` score,
+``cosh(sqrt(c) d(x, y)) = -c <h_x, h_y>_L`` (the Minkowski product of Lorentz coordinates), so
+the score is a plain dot product of augmented vectors and the whole attention runs inside
+:func:`torch.nn.functional.scaled_dot_product_attention`; no ``(..., N, M, D)`` tensor is formed
+for any score.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Literal, get_args
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+import poincare as P
+
+from .layers import HyperbolicLinear, _check_curvature, _check_probability, compute_dtype
+
+__all__ = ["HyperbolicMultiHeadAttention", "Score", "hyperbolic_attention"]
+
+Score = Literal["distance", "squared", "cosh"]
+_SCORES: tuple[str, ...] = get_args(Score)
+
+
+def _check_score(score: str) -> None:
+    if score not in _SCORES:
+        raise ValueError(f"score must be one of {_SCORES}, got {score!r}")
+
+
+def _additive_mask(mask: Tensor, dtype: torch.dtype, name: str) -> Tensor:
+    """A boolean mask (True = not allowed) or a float additive mask as an additive float mask."""
+    if mask.dtype == torch.bool:
+        zeros = torch.zeros(mask.shape, dtype=dtype, device=mask.device)
+        return zeros.masked_fill(mask, float("-inf"))
+    if mask.is_floating_point():
+        return mask.to(dtype)
+    raise TypeError(f"{name} must be a bool or floating tensor, got {mask.dtype}")
+
+
+def _causal_mask(n: int, m: int, device: torch.device) -> Tensor:
+    """Boolean (n, m) mask, True above the diagonal (key j > query i is not allowed)."""
+    return torch.ones(n, m, dtype=torch.bool, device=device).triu(1)
+
+
+def _lorentz_query(hq: Tensor, beta: Tensor | float, c: float) -> Tensor:
+    """``beta * c * (-h_0, h_s)``, so that ``q~ · h_k = -beta cosh(sqrt(c) d)``."""
+    qt = torch.cat((-hq[..., :1], hq[..., 1:]), dim=-1)
+    return qt * (beta * c) if isinstance(beta, Tensor) else qt * (float(beta) * c)
+
+
+def hyperbolic_attention(
+    q: Tensor,
+    k: Tensor,
+    v: Tensor,
+    *,
+    c: float = 1.0,
+    beta: Tensor | float = 1.0,
+    score: Score = "distance",
+    attn_mask: Tensor | None = None,
+    is_causal: bool = False,
+    dropout_p: float = 0.0,
+    need_weights: bool = False,
+) -> tuple[Tensor, Tensor | None]:
+    """Hyperbolic attention of queries over keys, aggregating values by Einstein midpoint.
+
+    ``o_i = midpoint_E({v_j}, w_ij)`` with ``w_ij = softmax_j(-beta f(d_c(q_i, k_j)) + mask_ij)``
+    (see the module docstring for ``f`` and the midpoint).
+
+    Args:
+        q: (..., N, D) query points in the ball.
+        k: (..., M, D) key points, same leading shape as ``q``, ``M >= 1``.
+        v: (..., M, Dv) value points.
+        c: curvature (> 0).
+        beta: positive temperature, a float or a tensor broadcastable to
+            ``q.shape[:-2] + (1, 1)`` (e.g. ``(heads, 1, 1)``).
+        score: ``"distance"``, ``"squared"`` or ``"cosh"``.
+        attn_mask: bool (True = not allowed) or additive float mask broadcastable to
+            ``(..., N, M)``.
+        is_causal: forbid key ``j > i`` for query ``i`` (combined with ``attn_mask``).
+        dropout_p: dropout probability on the attention weights (pass 0 in evaluation).
+        need_weights: also return the weights ``(..., N, M)`` (after dropout).
+
+    Returns:
+        ``(output (..., N, Dv) in the ball, weights or None)``, in the dtype of ``q``. A row
+        whose keys are all masked (or whose weights are all dropped) returns the origin and
+        zero weights.
+
+    Raises:
+        TypeError/ValueError on non-tensors, integer dtypes, wrong ranks or shapes, an unknown
+        ``score``, a mask of the wrong dtype or shape, ``c <= 0`` or ``dropout_p`` outside
+        [0, 1).
+    """
+    for name, t in (("q", q), ("k", k), ("v", v)):
+        if not isinstance(t, Tensor):
+            raise TypeError(f"{name} must be a torch.Tensor, got {type(t).__name__}")
+        if not t.is_floating_point():
+            raise TypeError(f"{name} must have a floating dtype, got {t.dtype}")
+        if t.dim() < 2:
+            raise ValueError(f"{name} must have shape (..., L, D), got {tuple(t.shape)}")
+    if q.shape[-1] != k.shape[-1]:
+        raise ValueError(f"q and k must have the same last dim, got {q.shape[-1]}, {k.shape[-1]}")
+    if k.shape[:-1] != v.shape[:-1]:
+        raise ValueError(
+            f"k and v must agree in all but the last dim, got {tuple(k.shape)}, {tuple(v.shape)}"
+        )
+    if q.shape[:-2] != k.shape[:-2]:
+        raise ValueError(
+            f"q and k must have the same leading dims, got {tuple(q.shape)}, {tuple(k.shape)}"
+        )
+    if k.shape[-2] < 1:
+        raise ValueError("k must hold at least one key")
+    _check_score(score)
+    c = _check_curvature(c)
+    dropout_p = _check_probability(dropout_p, "dropout_p")
+    if isinstance(beta, Tensor):
+        if beta.dim() >= 1 and (beta.shape[-1] != 1 or (beta.dim() >= 2 and beta.shape[-2] != 1)):
+            raise ValueError(f"beta must be broadcastable to (..., 1, 1), got {tuple(beta.shape)}")
+    elif not (isinstance(beta, (int, float)) and math.isfinite(beta) and beta > 0):
+        raise ValueError(f"beta must be a positive finite float or a tensor, got {beta!r}")
+
+    in_dtype = q.dtype
+    dtype = compute_dtype(in_dtype)
+    q, k, v = q.to(dtype), k.to(dtype), v.to(dtype)
+    if isinstance(beta, Tensor):
+        beta = beta.to(dtype)
+    n, m = q.shape[-2], k.shape[-2]
+    score_shape = (*q.shape[:-2], n, m)
+
+    mask: Tensor | None = None
+    if attn_mask is not None:
+        if not isinstance(attn_mask, Tensor):
+            raise TypeError(f"attn_mask must be a tensor, got {type(attn_mask).__name__}")
+        try:
+            shape = torch.broadcast_shapes(attn_mask.shape, score_shape)  # type: ignore[no-untyped-call]
+        except RuntimeError:
+            shape = None
+        if shape != torch.Size(score_shape):
+            raise ValueError(
+                f"attn_mask of shape {tuple(attn_mask.shape)} does not broadcast to the scores "
+                f"{score_shape}"
+            )
+        mask = _additive_mask(attn_mask, dtype, "attn_mask")
+        if is_causal:
+            mask = mask.masked_fill(_causal_mask(n, m, q.device), float("-inf"))
+
+    dead: Tensor | None = None
+    if mask is not None:
+        dead_rows = torch.isneginf(mask).all(dim=-1, keepdim=True)
+        if bool(dead_rows.any()):
+            dead = dead_rows
+            mask = mask.masked_fill(dead_rows, 0.0)
+
+    hv = P.poincare_to_lorentz(v, c=c)  # (..., M, Dv + 1)
+    weights: Tensor | None = None
+    if score == "cosh" and not need_weights:
+        qt = _lorentz_query(P.poincare_to_lorentz(q, c=c), beta, c)
+        hk = P.poincare_to_lorentz(k, c=c)
+        agg = F.scaled_dot_product_attention(
+            qt,
+            hk,
+            hv,
+            attn_mask=mask,
+            dropout_p=dropout_p,
+            is_causal=is_causal and mask is None,
+            scale=1.0,
+        )
+    else:
+        if score == "cosh":
+            qt = _lorentz_query(P.poincare_to_lorentz(q, c=c), beta, c)
+            s = torch.matmul(qt, P.poincare_to_lorentz(k, c=c).transpose(-1, -2))
+        else:
+            d = P.pairwise_dist(q, k, c=c, squared=score == "squared")
+            s = d * (-beta)
+        if mask is not None:
+            s = s + mask
+        elif is_causal:
+            s = s.masked_fill(_causal_mask(n, m, q.device), float("-inf"))
+        w = torch.softmax(s, dim=-1)
+        if dropout_p > 0.0:
+            w = F.dropout(w, dropout_p, True)
+        agg = torch.matmul(w, hv)
+        if need_weights:
+            weights = w
+
+    # Klein midpoint = (Σ w h_s) / (sqrt(c) Σ w h_0); Σ w h_0 > 0 unless every weight is zero.
+    den = agg[..., :1]
+    den = torch.where(den > 0, den, torch.ones_like(den))
+    out = P.klein_to_poincare(agg[..., 1:] / (den * math.sqrt(c)), c=c)
+    if dead is not None:
+        out = out.masked_fill(dead, 0.0)
+        if weights is not None:
+            weights = weights.masked_fill(dead, 0.0)
+    return out.to(in_dtype), (weights.to(in_dtype) if weights is not None else None)
+
+
+class HyperbolicMultiHeadAttention(nn.Module):
+    """Multi-head attention between points of the Poincaré ball.
+
+    For head ``h`` the query, key and value points are ``expmap0(W_h logmap0(x)) ⊕_c
+    expmap0(b_h)`` (a Möbius linear map ``E -> E / heads`` per head, i.e. the tangent vector
+    at the origin is split into heads); :func:`hyperbolic_attention` runs per head with a
+    learnable temperature ``beta_h = softplus(beta_raw_h)`` (initially 1); the head outputs are
+    merged in the tangent space at the origin, ``t = concat_h logmap0(o_h)``, and the output
+    projection gives ``expmap0(W_o t) ⊕_c expmap0(b_o)`` (``= W_o ⊗_c expmap0(t) ⊕_c ...``).
+    Ball coordinates of different heads are never concatenated, so the merged point is in
+    the ball.
+
+    Args:
+        embed_dim: point size E (divisible by ``num_heads``).
+        num_heads: number of heads.
+        dropout: dropout probability on the attention weights.
+        c: curvature.
+        score: ``"distance"``, ``"squared"`` or ``"cosh"`` (see :func:`hyperbolic_attention`).
+        bias: Möbius biases on the projections.
+        batch_first: inputs are (B, L, E) if true, else (L, B, E).
+        kdim, vdim: key and value point sizes (default ``embed_dim``).
+
+    ``forward`` mirrors :class:`torch.nn.MultiheadAttention` and returns
+    ``(output, weights or None)``.
+    """
+
+    def __init__(
+        self,
+        embed_dim: int,
+        num_heads: int,
+        *,
+        dropout: float = 0.0,
+        c: float = 1.0,
+        score: Score = "distance",
+        bias: bool = True,
+        batch_first: bool = True,
+        kdim: int | None = None,
+        vdim: int | None = None,
+    ) -> None:
+        super().__init__()
+        for name, value in (("embed_dim", embed_dim), ("num_heads", num_heads)):
+            if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
+                raise ValueError(f"{name} must be a positive int, got {value!r}")
+        if embed_dim % num_heads != 0:
+            raise ValueError(
+                f"embed_dim ({embed_dim}) must be divisible by num_heads ({num_heads})"
+            )
+        _check_score(score)
+        self.embed_dim = embed_dim
+        self.num_heads = num_heads
+        self.head_dim = embed_dim // num_heads
+        self.kdim = embed_dim if kdim is None else kdim
+        self.vdim = embed_dim if vdim is None else vdim
+        for name, value in (("kdim", self.kdim), ("vdim", self.vdim)):
+            if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
+                raise ValueError(f"{name} must be a positive int, got {value!r}")
+        self.dropout = _check_probability(dropout, "dropout")
+        self.c = _check_curvature(c)
+        self.score: Score = score
+        self.batch_first = batch_first
+        self._qkv_same_embed_dim = self.kdim == embed_dim and self.vdim == embed_dim
+
+        self.in_proj_weight: nn.Parameter | None
+        self.q_proj_weight: nn.Parameter | None
+        self.k_proj_weight: nn.Parameter | None
+        self.v_proj_weight: nn.Parameter | None
+        if self._qkv_same_embed_dim:
+            self.in_proj_weight = nn.Parameter(torch.empty(3 * embed_dim, embed_dim))
+            self.register_parameter("q_proj_weight", None)
+            self.register_parameter("k_proj_weight", None)
+            self.register_parameter("v_proj_weight", None)
+        else:
+            self.register_parameter("in_proj_weight", None)
+            self.q_proj_weight = nn.Parameter(torch.empty(embed_dim, embed_dim))
+            self.k_proj_weight = nn.Parameter(torch.empty(embed_dim, self.kdim))
+            self.v_proj_weight = nn.Parameter(torch.empty(embed_dim, self.vdim))
+        self.in_proj_bias: nn.Parameter | None
+        if bias:
+            self.in_proj_bias = nn.Parameter(torch.empty(3 * embed_dim))
+        else:
+            self.register_parameter("in_proj_bias", None)
+        self.out_proj = HyperbolicLinear(embed_dim, embed_dim, c=self.c, bias=bias)
+        self.beta_raw = nn.Parameter(torch.empty(num_heads))
+        self.reset_parameters()
+
+    def reset_parameters(self) -> None:
+        """Projections N(0, 1/fan_in), biases N(0, 1e-3^2), every ``beta_h = 1``."""
+        with torch.no_grad():
+            for w in (self.in_proj_weight, self.q_proj_weight, self.k_proj_weight):
+                if w is not None:
+                    w.normal_(0.0, 1.0 / math.sqrt(w.shape[1]))
+            if self.v_proj_weight is not None:
+                self.v_proj_weight.normal_(0.0, 1.0 / math.sqrt(self.vdim))
+            if self.in_proj_bias is not None:
+                self.in_proj_bias.normal_(0.0, 1e-3)
+            self.out_proj.reset_parameters()
+            self.beta_raw.fill_(math.log(math.expm1(1.0)))
+
+    @property
+    def beta(self) -> Tensor:
+        """The positive per-head temperatures ``softplus(beta_raw)``, shape (heads,)."""
+        return F.softplus(self.beta_raw)
+
+    def _weight(self, which: int) -> Tensor:
+        if self.in_proj_weight is not None:
+            e = self.embed_dim
+            return self.in_proj_weight[which * e : (which + 1) * e]
+        w = (self.q_proj_weight, self.k_proj_weight, self.v_proj_weight)[which]
+        assert w is not None
+        return w
+
+    def _heads(self, z: Tensor, bias: Tensor | None) -> Tensor:
+        """Tangent (B, L, k*E) -> points (k, B, heads, L, head_dim): expmap0 per head ⊕ bias."""
+        b, length = z.shape[0], z.shape[1]
+        groups = z.shape[-1] // self.embed_dim
+        z = z.view(b, length, groups, self.num_heads, self.head_dim)
+        pts = P.expmap0(z, c=self.c)
+        if bias is not None:
+            bp = P.expmap0(bias.to(z.dtype).view(groups, self.num_heads, self.head_dim), c=self.c)
+            pts = P.mobius_add(pts, bp, c=self.c)
+        return pts.permute(2, 0, 3, 1, 4)
+
+    def _bias(self, start: int, stop: int) -> Tensor | None:
+        if self.in_proj_bias is None:
+            return None
+        e = self.embed_dim
+        return self.in_proj_bias[start * e : stop * e]
+
+    def _check_inputs(
+        self, query: Tensor, key: Tensor, value: Tensor
+    ) -> tuple[Tensor, Tensor, Tensor]:
+        for name, t, dim in (
+            ("query", query, self.embed_dim),
+            ("key", key, self.kdim),
+            ("value", value, self.vdim),
+        ):
+            if not isinstance(t, Tensor):
+                raise TypeError(f"{name} must be a torch.Tensor, got {type(t).__name__}")
+            if not t.is_floating_point():
+                raise TypeError(f"{name} must have a floating dtype, got {t.dtype}")
+            if t.dim() != 3:
+                layout = "(B, L, E)" if self.batch_first else "(L, B, E)"
+                raise ValueError(f"{name} must be 3-D {layout}, got shape {tuple(t.shape)}")
+            if t.shape[-1] != dim:
+                raise ValueError(f"{name} must have last dimension {dim}, got {t.shape[-1]}")
+        if not self.batch_first:
+            query, key, value = (t.transpose(0, 1) for t in (query, key, value))
+        if key.shape[:2] != value.shape[:2]:
+            raise ValueError(
+                f"key and value must have the same batch and length, got {tuple(key.shape)} "
+                f"and {tuple(value.shape)}"
+            )
+        if query.shape[0] != key.shape[0]:
+            raise ValueError(
+                f"query and key must have the same batch size, got {query.shape[0]} and "
+                f"{key.shape[0]}"
+            )
+        return query, key, value
+
+    def _merge_masks(
+        self,
+        key_padding_mask: Tensor | None,
+        attn_mask: Tensor | None,
+        b: int,
+        n: int,
+        m: int,
+        dtype: torch.dtype,
+    ) -> Tensor | None:
+        """Both masks as one additive float mask broadcastable to (B, heads, N, M)."""
+        merged: Tensor | None = None
+        if key_padding_mask is not None:
+            if not isinstance(key_padding_mask, Tensor):
+                raise TypeError("key_padding_mask must be a tensor")
+            if key_padding_mask.shape != (b, m):
+                raise ValueError(
+                    f"key_padding_mask must have shape (B, M) = {(b, m)}, got "
+                    f"{tuple(key_padding_mask.shape)}"
+                )
+            merged = _additive_mask(key_padding_mask, dtype, "key_padding_mask").view(b, 1, 1, m)
+        if attn_mask is not None:
+            if not isinstance(attn_mask, Tensor):
+                raise TypeError("attn_mask must be a tensor")
+            h = self.num_heads
+            if attn_mask.shape == (n, m):
+                am = _additive_mask(attn_mask, dtype, "attn_mask")
+            elif attn_mask.shape == (b * h, n, m):
+                am = _additive_mask(attn_mask, dtype, "attn_mask").view(b, h, n, m)
+            else:
+                raise ValueError(
+                    f"attn_mask must have shape (N, M) = {(n, m)} or (B*heads, N, M) = "
+                    f"{(b * h, n, m)}, got {tuple(attn_mask.shape)}"
+                )
+            merged = am if merged is None else merged + am
+        return merged
+
+    def forward(
+        self,
+        query: Tensor,
+        key: Tensor,
+        value: Tensor,
+        *,
+        key_padding_mask: Tensor | None = None,
+        attn_mask: Tensor | None = None,
+        is_causal: bool = False,
+        need_weights: bool = False,
+        average_attn_weights: bool = True,
+    ) -> tuple[Tensor, Tensor | None]:
+        """Attend from ``query`` points to ``key``/``value`` points.
+
+        Args:
+            query: (B, N, E) points ((N, B, E) if not ``batch_first``).
+            key: (B, M, kdim) points. value: (B, M, vdim) points.
+            key_padding_mask: (B, M), bool (True = ignore the key) or additive float.
+            attn_mask: (N, M) or (B*heads, N, M), bool (True = not allowed) or additive float.
+            is_causal: forbid key ``j > i`` for query ``i`` (combined with ``attn_mask``).
+            need_weights: return the attention weights.
+            average_attn_weights: average the weights over heads ((B, N, M)) rather than
+                returning them per head ((B, heads, N, M)).
+
+        Returns:
+            ``(output, weights)``: output points (B, N, E) (or (N, B, E)) in the ball, in the
+            dtype of ``query``; weights as above, or None. A query whose keys are all masked
+            gets zero weights and the output of the output projection at the origin.
+
+        Raises:
+            TypeError/ValueError naming the argument on wrong types, ranks, sizes or mask
+            shapes.
+        """
+        query, key, value = self._check_inputs(query, key, value)
+        in_dtype = query.dtype
+        dtype = compute_dtype(in_dtype)
+        b, n, m = query.shape[0], query.shape[1], key.shape[1]
+        mask = self._merge_masks(key_padding_mask, attn_mask, b, n, m, dtype)
+
+        c = self.c
+        if self.in_proj_weight is not None and query is key and key is value:
+            u = P.logmap0(query.to(dtype), c=c)
+            z = F.linear(u, self.in_proj_weight.to(dtype))
+            q, k, v = self._heads(z, self._bias(0, 3)).unbind(0)
+        else:
+            uq = P.logmap0(query.to(dtype), c=c)
+            q = self._heads(F.linear(uq, self._weight(0).to(dtype)), self._bias(0, 1))[0]
+            uk = P.logmap0(key.to(dtype), c=c)
+            k = self._heads(F.linear(uk, self._weight(1).to(dtype)), self._bias(1, 2))[0]
+            uv = uk if value is key else P.logmap0(value.to(dtype), c=c)
+            v = self._heads(F.linear(uv, self._weight(2).to(dtype)), self._bias(2, 3))[0]
+
+        beta = F.softplus(self.beta_raw.to(dtype)).view(self.num_heads, 1, 1)
+        out, weights = hyperbolic_attention(
+            q,
+            k,
+            v,
+            c=c,
+            beta=beta,
+            score=self.score,
+            attn_mask=mask,
+            is_causal=is_causal,
+            dropout_p=self.dropout if self.training else 0.0,
+            need_weights=need_weights,
+        )
+        t = P.logmap0(out, c=c).transpose(1, 2).reshape(b, n, self.embed_dim)
+        result = self.out_proj.forward_tangent(t).to(in_dtype)
+        if not self.batch_first:
+            result = result.transpose(0, 1)
+        if weights is not None:
+            weights = weights.to(in_dtype)
+            if average_attn_weights:
+                weights = weights.mean(dim=1)
+        return result, weights
+
+    def extra_repr(self) -> str:
+        return (
+            f"embed_dim={self.embed_dim}, num_heads={self.num_heads}, c={self.c}, "
+            f"score={self.score!r}, dropout={self.dropout}, batch_first={self.batch_first}"
+        )
