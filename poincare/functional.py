@@ -100,12 +100,16 @@ def _project(x: Tensor, c: Tensor) -> Tensor:
     over = n > m
     scale = torch.where(over, m / torch.where(over, n, torch.ones_like(n)), torch.ones_like(n))
     y = (xd * scale).to(dtype)
-    shrink = 1.0 - torch.finfo(dtype).eps
-    for _ in range(3):
+    # Rounding the rescaled coordinates can carry a point across the boundary: retry those
+    # with targets a few half-ulps further in until the stored point is strictly inside.
+    step = torch.finfo(dtype).eps / 2
+    for k in (1, 2, 3, 4, 6, 8, 12, 16, 32, 64):
         out = exact_outside(y, c)
         if not bool(out.any()):
             break
-        y = torch.where(out, y * shrink, y)
+        target = m * (1 - k * step)
+        retry = (xd * torch.where(n > target, target / n, torch.ones_like(n))).to(dtype)
+        y = torch.where(out, retry, y)
     return y
 
 
@@ -454,7 +458,8 @@ def expmap(x: Tensor, v: Tensor, *, c: Curvature = 1.0) -> Tensor:
     _, _, bx = gap(xx, sc)
     t = sc * torch.linalg.vector_norm(vv, dim=-1, keepdim=True) / bx
     w = tanh_over(t) * vv / bx
-    bw = torch.cosh(t).pow(-2)
+    q = torch.exp(-2 * t)
+    bw = 4 * q / ((1 + q) * (1 + q))  # sech^2 t, with finite gradients for huge t
     s = xx + w
     css = cc * sqnorm(s)
     den = (css + bx * bw).clamp(min=torch.finfo(xx.dtype).tiny)
