@@ -352,7 +352,7 @@ def test_bad_types_are_rejected() -> None:
         P.dist0(torch.zeros(3, dtype=torch.int64))
     with pytest.raises(TypeError, match="y must have a real floating dtype"):
         P.mobius_add(torch.zeros(3), torch.zeros(3, dtype=torch.complex64))
-    with pytest.raises(TypeError, match="v must be a torch.Tensor"):
+    with pytest.raises(TypeError, match=r"v must be a torch\.Tensor"):
         P.expmap0([0.0, 1.0])  # type: ignore[arg-type]
     with pytest.raises(TypeError, match="c must be"):
         P.dist0(torch.zeros(3), c="1")  # type: ignore[arg-type]
