@@ -57,7 +57,9 @@ def test_zero_on_exact_values(dtype: torch.dtype, c: float) -> None:
     x = radial_point(2.0, c)
     assert metrics.point_error(e, e, c, dtype) == 0.0
     assert metrics.scalar_error(ref.dist0(e, c), ref.dist0(e, c), c, dtype) == 0.0
-    assert metrics.factor_error(mpmath.mpf(3), mpmath.mpf(3), dtype) == 0.0
+    assert metrics.relative_error(mpmath.mpf(3), mpmath.mpf(3), dtype) == 0.0
+    assert metrics.relative_error(e, e, dtype) == 0.0
+    assert metrics.squared_length_error(9, 9, c, dtype) == 0.0
     assert metrics.tangent_error(x, e, e, c, dtype) == 0.0
     zero = [mpmath.mpf(0)] * 3
     assert metrics.point_error(zero, zero, c, dtype) == 0.0
@@ -80,7 +82,10 @@ def test_one_ulp_perturbation_scores_one(dtype: torch.dtype, c: float, unit_radi
         assert err == pytest.approx(1.0, rel=1e-3 if linear else 0.1)
     d = ref.dist0(e, c)
     assert metrics.scalar_error(d * (1 + eps), d, c, dtype) == pytest.approx(1.0, rel=1e-12)
-    assert metrics.factor_error(d * (1 - eps), d, dtype) == pytest.approx(1.0, rel=1e-12)
+    assert metrics.relative_error(d * (1 - eps), d, dtype) == pytest.approx(1.0, rel=1e-12)
+    assert metrics.relative_error(scaled(e, 1 + eps), e, dtype) == pytest.approx(1.0, rel=1e-12)
+    d2 = d * d * (1 + eps) ** 2  # (d (1 + eps))^2: one step of d counts as one step
+    assert metrics.squared_length_error(d2, d * d, c, dtype) == pytest.approx(2.0, rel=1e-6)
     x = radial_point(unit_radius / 2, c)
     v = ref.logmap(x, e, c)
     assert metrics.tangent_error(x, scaled(v, 1 + eps), v, c, dtype) == pytest.approx(1.0)

@@ -19,7 +19,8 @@ curvature. With ``c = 1`` it is the formula verbatim.
 
 * point error: ``sqrt(c)·d_H(p, e) / (hulp(e) + Σ_inputs hulp(input))``;
 * scalar (length) error: ``sqrt(c)·|p - e| / (eps·sqrt(c)·|e| + Σ_inputs hulp(input))``;
-* factor (relative) error, for a positive scalar such as ``λ_x`` whose logarithm moves by at
+* squared length error (``d^2``): ``c·|p - e| / (eps·c·e + 2·sqrt(c)·d·Σ_inputs hulp(input))``;
+* relative error, for a quantity such as ``λ_x`` or ``g / λ_x^2`` whose logarithm moves by at
   most the hyperbolic displacement of its input: ``|p - e| / (eps·|e| + |e|·Σ_inputs hulp(input))``;
 * tangent error for vectors at ``x``:
   ``sqrt(c)·λ_x|p - e| / (eps·sqrt(c)·λ_x·|e| + Σ_inputs hulp(input))``.
@@ -44,14 +45,15 @@ from verification import reference as ref
 __all__ = [
     "HULP_LIMIT",
     "BandResult",
-    "factor_error",
     "hulp",
     "hulp_klein",
     "hulp_lorentz",
     "hulp_tangent",
     "machine_eps",
     "point_error",
+    "relative_error",
     "scalar_error",
+    "squared_length_error",
     "tangent_error",
     "usable_radius",
 ]
@@ -170,15 +172,46 @@ def scalar_error(
         return _ratio(sc * abs(pp - ee), machine_eps(dtype) * sc * abs(ee) + _sum(input_hulps))
 
 
-def factor_error(p: Any, e: Any, dtype: torch.dtype, input_hulps: Iterable[Any] = ()) -> float:
-    """Relative error of a computed positive factor ``p`` (such as ``λ_x``) against ``e``, in
-    hULP: ``|p - e| / (eps·|e| + |e|·Σ input_hulps)``; ``inf`` if ``p`` is not finite."""
+def relative_error(p: Any, e: Any, dtype: torch.dtype, input_hulps: Iterable[Any] = ()) -> float:
+    """Relative error of a computed quantity ``p`` against ``e``, in hULP:
+    ``|p - e| / (eps·|e| + |e|·Σ input_hulps)``.
+
+    ``p`` and ``e`` are both reals or both vectors (Euclidean norms then). It suits results
+    whose logarithm moves by at most the hyperbolic displacement of the input points, such as
+    ``λ_x`` or ``g / λ_x^2``. ``inf`` if ``p`` is not finite.
+    """
     with mpmath.workdps(ref.DPS):
+        if isinstance(p, (list, tuple)) or isinstance(e, (list, tuple)):
+            if len(p) != len(e):
+                raise ValueError(f"p and e must have the same length, got {len(p)} and {len(e)}")
+            if not _finite_vec(p):
+                return math.inf
+            size = ref.norm(e)
+            diff = ref.norm([mpmath.mpf(a) - mpmath.mpf(b) for a, b in zip(p, e, strict=True)])
+        else:
+            pp = mpmath.mpf(p)
+            if not mpmath.isfinite(pp):
+                return math.inf
+            size = abs(mpmath.mpf(e))
+            diff = abs(pp - mpmath.mpf(e))
+        return _ratio(diff, machine_eps(dtype) * size + size * _sum(input_hulps))
+
+
+def squared_length_error(
+    p: Any, e: Any, c: Any, dtype: torch.dtype, input_hulps: Iterable[Any] = ()
+) -> float:
+    """Error of a computed squared distance ``p`` against the exact ``e = d^2``, in hULP:
+    ``c·|p - e| / (eps·c·e + 2·sqrt(c)·d·Σ input_hulps)`` (moving an input by one allowance
+    moves ``d`` by as much, and ``d^2`` by ``2d`` times as much); ``inf`` if ``p`` is not
+    finite."""
+    with mpmath.workdps(ref.DPS):
+        cc = _check_c(c)
         pp = mpmath.mpf(p)
         if not mpmath.isfinite(pp):
             return math.inf
         ee = mpmath.mpf(e)
-        return _ratio(abs(pp - ee), machine_eps(dtype) * abs(ee) + abs(ee) * _sum(input_hulps))
+        den = machine_eps(dtype) * cc * ee + 2 * mpmath.sqrt(cc * ee) * _sum(input_hulps)
+        return _ratio(cc * abs(pp - ee), den)
 
 
 def tangent_error(
