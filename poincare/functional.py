@@ -571,8 +571,9 @@ _PAIR_CHUNK = 1 << 22
 def pairwise_dist(x: Tensor, y: Tensor, *, c: Curvature = 1.0, squared: bool = False) -> Tensor:
     r"""All pairwise geodesic distances, like :func:`torch.cdist`.
 
-    :math:`D_{ij} = d(x_i, y_j)` by the formula of :func:`dist`, with :math:`|x_i - y_j|^2` taken
-    from one matrix product, :math:`|x_i|^2 + |y_j|^2 - 2\langle x_i, y_j\rangle`, and no
+    :math:`D_{ij} = d(x_i, y_j)` by the formula of :func:`dist`, with
+    :math:`|x_i - y_j|^2/(B_{x_i}B_{y_j})` taken from one matrix product of augmented vectors,
+    :math:`(|x_i|^2 + |y_j|^2 - 2\langle x_i, y_j\rangle)/(B_{x_i}B_{y_j})`, and no
     ``N x M x D`` tensor. That expansion cancels for close pairs, so (a) for ``float32`` inputs
     the product is formed in ``float64``, and (b) the pairs where the expansion has lost more than
     a few bits are detected and recomputed from their coordinate differences, in chunks of
@@ -607,26 +608,38 @@ def pairwise_dist(x: Tensor, y: Tensor, *, c: Curvature = 1.0, squared: bool = F
     _, _, bx = gap(xx, sc)  # (..., N, 1)
     _, _, by = gap(yy, sc)  # (..., M, 1)
 
-    xd = xx.to(torch.float64)
-    yd = yy.to(torch.float64)
-    nx = sqnorm(xd)
-    ny = sqnorm(yd).transpose(-1, -2)
-    q = (nx + ny - 2 * torch.matmul(xd, yd.transpose(-1, -2))).clamp(min=0)
-    close = q <= _TAU[comp] * (nx + ny)
-    e = torch.sqrt(torch.where(close, torch.ones_like(q), q)).to(comp)
+    # One matrix product gives z_ij = c|x_i - y_j|^2 / (B_i B_j) (so cosh d - 1 = 2 z), through
+    # augmented vectors [|x|^2 a, a, -2 a x] . [b, |y|^2 b, b y] with a = c/B_x, b = 1/B_y; a
+    # second, of width 2, gives the scale (|x|^2 + |y|^2) a b against which cancellation is judged.
+    xd, yd = xx.to(torch.float64), yy.to(torch.float64)
+    a, b = cc.to(torch.float64) / bx.to(torch.float64), 1 / by.to(torch.float64)
+    nxa, nyb = sqnorm(xd) * a, sqnorm(yd) * b
+    z = torch.matmul(
+        torch.cat([nxa, a, -2 * a * xd], dim=-1), torch.cat([b, nyb, b * yd], dim=-1).mT
+    )  # c |x_i - y_j|^2 / (B_i B_j)
+    scale = torch.matmul(torch.cat([nxa, a], dim=-1), torch.cat([b, nyb], dim=-1).mT)
+    close = z <= _TAU[comp] * scale
+    del scale
+    grad = torch.is_grad_enabled() and (xx.requires_grad or yy.requires_grad or cc.requires_grad)
+    # Clamping at the smallest normal keeps sqrt's derivative finite at the recomputed pairs.
+    tiny = torch.finfo(torch.float64).tiny
+    t = (z.clamp(min=tiny).sqrt() if grad else z.clamp_(min=tiny).sqrt_()).to(comp)
     if bool(close.any()):
         idx = close.reshape(-1).nonzero().squeeze(-1)
-        xf = xx.reshape(-1, n, d)
-        yf = yy.reshape(-1, m, d)
+        xf, yf = xx.reshape(-1, n, d), yy.reshape(-1, m, d)
+        rbx = (cc / bx).expand(*batch, n, 1).reshape(-1, n)
+        rby = (1 / by).reshape(-1, m)
         vals = []
         step = max(1, _PAIR_CHUNK // max(d, 1))
         for start in range(0, idx.numel(), step):
             lin = idx[start : start + step]
-            b, rem = lin // (n * m), lin % (n * m)
-            diff = xf[b, rem // m] - yf[b, rem % m]
-            vals.append(torch.linalg.vector_norm(diff, dim=-1))
-        e = e.reshape(-1).index_put((idx,), torch.cat(vals)).reshape(q.shape)
-    dd = 2 / sc * torch.asinh(sc * e / torch.sqrt(bx * by.transpose(-1, -2)))
+            k, rem = lin // (n * m), lin % (n * m)
+            i, j = rem // m, rem % m
+            e = torch.linalg.vector_norm(xf[k, i] - yf[k, j], dim=-1)
+            vals.append(e * torch.sqrt(rbx[k, i] * rby[k, j]))
+        t = t.reshape(-1).index_put((idx,), torch.cat(vals)).reshape(z.shape)
+    dd = torch.asinh(t) if grad else t.asinh_()
+    dd = dd * (2 / sc) if grad else dd.mul_(2 / sc)
     if squared:
         dd = dd * dd
     return dd.to(out)
