@@ -149,3 +149,44 @@ def test_usable_radius_synthetic_tables() -> None:
         metrics.usable_radius([band(1.0), band(1.0)])
     with pytest.raises(ValueError, match="limit"):
         metrics.usable_radius([band(1.0)], limit=0.0)
+
+
+# ----------------------------------------------------------------------------------------------
+# The report's core, as data
+# ----------------------------------------------------------------------------------------------
+
+
+def naive_mobius_add(args: list[torch.Tensor], c: float) -> torch.Tensor:
+    """Möbius addition straight from the formula, without any stabilising algebra."""
+    x, y = args
+    xy = (x * y).sum(-1, keepdim=True)
+    x2 = (x * x).sum(-1, keepdim=True)
+    y2 = (y * y).sum(-1, keepdim=True)
+    num = (1 + 2 * c * xy + c * y2) * x + (1 - c * x2) * y
+    return num / (1 + 2 * c * xy + c * c * x2 * y2)
+
+
+def test_report_table_as_data(monkeypatch: pytest.MonkeyPatch) -> None:
+    from verification import report
+
+    rep = report.measure(["dist0", "mobius_add"], [torch.float64], samples=2, c=1.0)
+    top = float(ref.max_radius(torch.float64))
+    for op in ("dist0", "mobius_add"):
+        bands = rep.table[("poincare", op, "float64")]
+        assert [b.radius for b in bands] == report.band_radii(torch.float64, 1.0)
+        assert bands[-1].radius == pytest.approx(top)
+        assert all(b.samples == 2 for b in bands)
+        assert rep.usable("poincare", op, "float64") == pytest.approx(top)
+    assert "dist0" in report.format_report(rep)
+
+    # The same measurement catches the plain formula, which divides 0 by 0 for x ⊕ (-x).
+    naive = report.OpSpec("mobius_add", report.draw_mobius_add, naive_mobius_add)
+    monkeypatch.setitem(report.OPS, "mobius_add", naive)
+    rep = report.measure(["mobius_add"], [torch.float32], samples=6)
+    usable = rep.usable("poincare", "mobius_add", "float32")
+    assert usable < float(ref.max_radius(torch.float32))
+    worst = rep.worst[("poincare", "mobius_add", "float32")]
+    assert worst.reason == "non-finite output" and worst.radius > usable
+    assert "Failing inputs of poincare" in report.format_report(rep)
+    with pytest.raises(ValueError, match="unknown op"):
+        report.measure(["no_such_op"])

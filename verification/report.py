@@ -203,10 +203,24 @@ def _scalar_out(out: torch.Tensor) -> Any:
 
 
 def draw_project(d: Drawer) -> Sample | None:
-    x = d.point()
+    """Points within the band (returned unchanged); in the last band (the representable radius)
+    also points on or outside the boundary, whose exact projection lies on that radius."""
+    top = float(ref.max_radius(d.dtype, d.mc))
+    allow: list[Any] = []
+    if d.radius >= top * (1 - 1e-12) and d.rng.random() < 0.3:
+        direction = d.direction()
+        with mpmath.workdps(ref.DPS):
+            factor = mpmath.mpf(d.rng.choice([1.0, 1.0, d.rng.uniform(1.0, 3.0)]))
+            scale = factor / (d.sc * ref.norm(direction))
+            x = [d.rnd(scale * v) for v in direction]
+    else:
+        x = d.point()
+        allow.append(d.hulp(x))
     exact = ref.project(x, d.mc, d.dtype)
     return Sample(
-        [d.tensor(x)], d.point_score(exact, [d.hulp(x)]), lambda a: ref.project(a[0], d.mc, d.dtype)
+        [d.tensor(x)],
+        d.point_score(exact, allow),
+        lambda a: ref.project(a[0], d.mc, d.dtype),
     )
 
 
@@ -769,7 +783,7 @@ def _measure_one(
         rng = random.Random(f"{seed}/{op_name}/{dtype_name}/{band_index}")
         drawer = Drawer(rng, dtype, c, radius, dim)
         drawn: list[Sample] = []
-        for _ in range(samples * 4):
+        for _ in range(samples * 10 + 10):
             if len(drawn) == samples:
                 break
             sample = spec.draw(drawer)
