@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 
 import pytest
 import torch
@@ -23,6 +23,16 @@ from models import (
     hyperbolic_attention,
 )
 from verification.strategies import points_at_radii
+
+
+@pytest.fixture(autouse=True)
+def _one_thread() -> Iterator[None]:
+    """The models here are tiny: one thread avoids contention overhead on a busy 2-core box."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
 
 DTYPES = [pytest.param(torch.float32, id="float32"), pytest.param(torch.float64, id="float64")]
 SCORES = ["distance", "squared", "cosh"]
@@ -434,7 +444,7 @@ def test_300_steps_pushing_points_outward_stay_finite() -> None:
             assert torch.isfinite(p).all()
     y = model(poincare.expmap0(tangent))
     assert_in_ball(y, 1.0, "after 300 outward steps")
-    assert float(poincare.dist0(y).mean()) > 4.0  # it did move outward
+    assert float(poincare.dist0(y).mean().detach()) > 4.0  # it did move outward
 
 
 def _tree_task(seed: int) -> tuple[Tensor, Tensor, Tensor, int]:
@@ -474,7 +484,7 @@ class _PointerModel(nn.Module):
     def __init__(self, n_nodes: int, d: int) -> None:
         super().__init__()
         self.embed = nn.Embedding(n_nodes, d)
-        self.body = HyperbolicTransformer(d, 2, 2, 2 * d, 0.0, c=1.0, max_len=8, positional=False)
+        self.body = HyperbolicTransformer(d, 2, 1, 2 * d, 0.0, c=1.0, max_len=8, positional=False)
         self.query = HyperbolicLinear(d, d, c=1.0, init_scale=1.0)
         self.scale = nn.Parameter(torch.tensor(3.0))
 
@@ -491,7 +501,7 @@ def test_transformer_learns_parent_pointers_in_a_tree() -> None:
     model = _PointerModel(n_nodes, 16)
     opt = torch.optim.Adam(model.parameters(), lr=1e-2)
     train_x, train_y = seqs[:384], targets[:384]
-    for step in range(150):
+    for step in range(60):
         idx = torch.randint(0, 384, (64,), generator=torch.Generator().manual_seed(step))
         logits = model(train_x[idx])
         loss = nn.functional.cross_entropy(logits.reshape(-1, 4), train_y[idx].reshape(-1))
