@@ -10,6 +10,19 @@ result is scored against the mpmath reference on the exact float inputs
 (:mod:`verification.metrics`); each band also checks finiteness, containment (a point result
 strictly inside its model) and finite gradients (backward of the sum of the output).
 
+Results outside the Poincaré ball are scored in their own model: a Klein result must satisfy
+``c|k|^2 < 1`` and a hyperboloid result ``h`` must map into the ball by ``h_s / (1 + sqrt(c) h_0)``
+(equivalently ``|h_s| < h_0 + 1/sqrt(c)``: timelike enough); both are then mapped to the ball
+exactly and scored as points, with the output allowance of their own model
+(:func:`verification.metrics.hulp_klein`, :func:`verification.metrics.hulp_lorentz`). For
+``project`` the last band also holds points on and outside the boundary.
+
+For every op of :mod:`poincare` that fails somewhere, the report prints the worst input of the
+smallest failing band (exact float values as ``float.hex``) and the *one-ulp sensitivity* of
+that input: the largest score of the exact result when one input coordinate moves by one float
+step. An error near or below it is the conditioning of the problem under the contract's
+allowances rather than a flaw of the algorithm.
+
 Run ``python -m verification.report`` (``--help`` for the options). :func:`measure` returns the
 same table as data for tests.
 """
@@ -1003,13 +1016,23 @@ def plot_report(report: Report, path: Path) -> None:
     for i, impl in enumerate(impls):
         for j, dname in enumerate(dtypes):
             ax = axes[i][j]
-            for op in OPS:
+            tab20, dark2 = plt.get_cmap("tab20"), plt.get_cmap("Dark2")
+            colors = [tab20(k) for k in range(20)] + [dark2(k) for k in range(8)]
+            for index, op in enumerate(OPS):
                 bands = report.table.get((impl, op, dname))
                 if not bands:
                     continue
                 xs = [b.radius for b in bands if b.samples > 0]
                 ys = [max(min(b.max_error, 1e12), 1e-3) for b in bands if b.samples > 0]
-                ax.plot(xs, ys, marker="o", markersize=3, label=op)
+                ax.plot(
+                    xs,
+                    ys,
+                    marker="os^vD"[index % 5],
+                    markersize=3,
+                    linestyle=("-", "--", ":")[index % 3],
+                    color=colors[index % len(colors)],
+                    label=op,
+                )
             ax.axhline(metrics.HULP_LIMIT, color="k", linestyle="--", linewidth=1)
             ax.set_yscale("log")
             ax.set_xlabel("band radius R (hyperbolic distance from the origin)")
@@ -1034,13 +1057,28 @@ def main(argv: Sequence[str] | None = None) -> int:
         "--samples", type=int, default=DEFAULT_SAMPLES, help=f"inputs per band ({DEFAULT_SAMPLES})"
     )
     parser.add_argument("--dim", type=int, default=4, help="dimension of the points (default 4)")
-    parser.add_argument("--out", type=Path, default=Path("report_out"), help="PNG folder")
+    parser.add_argument(
+        "--out", type=Path, default=Path("report_out"), help="PNG folder (default report_out)"
+    )
     parser.add_argument(
         "--dtype", choices=["float32", "float64", "both"], default="both", help="default both"
     )
-    parser.add_argument("--peer", choices=list(PEERS), action="append", default=[])
-    parser.add_argument("--ops", nargs="+", choices=list(OPS), default=None, help="default all")
-    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument(
+        "--peer",
+        choices=list(PEERS),
+        action="append",
+        default=[],
+        help="also measure this library on the same inputs (repeatable)",
+    )
+    parser.add_argument(
+        "--ops",
+        nargs="+",
+        choices=list(OPS),
+        default=None,
+        metavar="OP",
+        help=f"ops to measure (default all: {', '.join(OPS)})",
+    )
+    parser.add_argument("--seed", type=int, default=0, help="seed of the draws (default 0)")
     parser.add_argument(
         "--jobs", type=int, default=min(2, os.cpu_count() or 1), help="worker processes"
     )
