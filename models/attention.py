@@ -26,6 +26,7 @@ from typing import Literal, get_args
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
+from torch.utils.checkpoint import checkpoint
 
 import poincare as P
 
@@ -138,74 +139,136 @@ def hyperbolic_attention(
     q, k, v = q.to(dtype), k.to(dtype), v.to(dtype)
     if isinstance(beta, Tensor):
         beta = beta.to(dtype)
-    n, m = q.shape[-2], k.shape[-2]
-    score_shape = (*q.shape[:-2], n, m)
+    score_shape = (*q.shape[:-2], q.shape[-2], k.shape[-2])
+    mask, dead = _prepare_mask(attn_mask, is_causal, score_shape, dtype, q.device)
+    qa, ka, hv = _encode(q, k, v, c=c, beta=beta, score=score)
+    agg, weights = _aggregate(
+        qa,
+        ka,
+        hv,
+        c=c,
+        beta=beta,
+        score=score,
+        mask=mask,
+        is_causal=is_causal,
+        dropout_p=dropout_p,
+        need_weights=need_weights,
+    )
+    out = _decode(agg, dead, c=c)
+    if weights is not None:
+        if dead is not None:
+            weights = weights.masked_fill(dead, 0.0)
+        weights = weights.to(in_dtype)
+    return out.to(in_dtype), weights
 
-    mask: Tensor | None = None
-    if attn_mask is not None:
-        if not isinstance(attn_mask, Tensor):
-            raise TypeError(f"attn_mask must be a tensor, got {type(attn_mask).__name__}")
-        try:
-            shape = torch.broadcast_shapes(attn_mask.shape, score_shape)  # type: ignore[no-untyped-call]
-        except RuntimeError:
-            shape = None
-        if shape != torch.Size(score_shape):
-            raise ValueError(
-                f"attn_mask of shape {tuple(attn_mask.shape)} does not broadcast to the scores "
-                f"{score_shape}"
-            )
-        mask = _additive_mask(attn_mask, dtype, "attn_mask")
-        if is_causal:
-            mask = mask.masked_fill(_causal_mask(n, m, q.device), float("-inf"))
 
-    dead: Tensor | None = None
-    if mask is not None:
-        dead_rows = torch.isneginf(mask).all(dim=-1, keepdim=True)
-        if bool(dead_rows.any()):
-            dead = dead_rows
-            mask = mask.masked_fill(dead_rows, 0.0)
+def _prepare_mask(
+    attn_mask: Tensor | None,
+    is_causal: bool,
+    score_shape: tuple[int, ...],
+    dtype: torch.dtype,
+    device: torch.device,
+) -> tuple[Tensor | None, Tensor | None]:
+    """Validate ``attn_mask``; return (additive mask or None, fully-masked rows or None).
 
-    hv = P.poincare_to_lorentz(v, c=c)  # (..., M, Dv + 1)
-    weights: Tensor | None = None
+    With ``attn_mask`` given, ``is_causal`` is merged into it. Rows whose every key is masked
+    are reported as a boolean (..., N, 1) tensor and unmasked in the returned mask (so that the
+    softmax stays finite); the caller replaces their output.
+    """
+    if attn_mask is None:
+        return None, None
+    if not isinstance(attn_mask, Tensor):
+        raise TypeError(f"attn_mask must be a tensor, got {type(attn_mask).__name__}")
+    try:
+        shape = torch.broadcast_shapes(attn_mask.shape, score_shape)  # type: ignore[no-untyped-call]
+    except RuntimeError:
+        shape = None
+    if shape != torch.Size(score_shape):
+        raise ValueError(
+            f"attn_mask of shape {tuple(attn_mask.shape)} does not broadcast to the scores "
+            f"{score_shape}"
+        )
+    mask = _additive_mask(attn_mask, dtype, "attn_mask")
+    n, m = score_shape[-2], score_shape[-1]
+    if is_causal:
+        mask = mask.masked_fill(_causal_mask(n, m, device), float("-inf"))
+    dead_rows = torch.isneginf(mask).all(dim=-1, keepdim=True)
+    if bool(dead_rows.any()):
+        return mask.masked_fill(dead_rows, 0.0), dead_rows
+    return mask, None
+
+
+def _encode(
+    q: Tensor, k: Tensor, v: Tensor, *, c: float, beta: Tensor | float, score: str
+) -> tuple[Tensor, Tensor, Tensor]:
+    """Per-token inputs of the aggregation: (query, key, Lorentz coordinates of the values).
+
+    For ``"cosh"`` the queries become ``beta c (-h_0, h_s)`` and the keys their Lorentz
+    coordinates ``h``, so that ``qa · ka = -beta cosh(sqrt(c) d)``; otherwise q and k pass.
+    """
+    hv = P.poincare_to_lorentz(v, c=c)
+    if score == "cosh":
+        return (
+            _lorentz_query(P.poincare_to_lorentz(q, c=c), beta, c),
+            P.poincare_to_lorentz(k, c=c),
+            hv,
+        )
+    return q, k, hv
+
+
+def _aggregate(
+    qa: Tensor,
+    ka: Tensor,
+    hv: Tensor,
+    *,
+    c: float,
+    beta: Tensor | float,
+    score: str,
+    mask: Tensor | None,
+    is_causal: bool,
+    dropout_p: float,
+    need_weights: bool,
+) -> tuple[Tensor, Tensor | None]:
+    """``(w @ hv, w or None)`` with ``w = softmax(scores + mask)`` (dropout applied)."""
+    n, m = qa.shape[-2], ka.shape[-2]
     if score == "cosh" and not need_weights:
-        qt = _lorentz_query(P.poincare_to_lorentz(q, c=c), beta, c)
-        hk = P.poincare_to_lorentz(k, c=c)
         agg = F.scaled_dot_product_attention(
-            qt,
-            hk,
+            qa,
+            ka,
             hv,
             attn_mask=mask,
             dropout_p=dropout_p,
             is_causal=is_causal and mask is None,
             scale=1.0,
         )
+        return agg, None
+    if score == "cosh":
+        s = torch.matmul(qa, ka.transpose(-1, -2))
     else:
-        if score == "cosh":
-            qt = _lorentz_query(P.poincare_to_lorentz(q, c=c), beta, c)
-            s = torch.matmul(qt, P.poincare_to_lorentz(k, c=c).transpose(-1, -2))
-        else:
-            d = P.pairwise_dist(q, k, c=c, squared=score == "squared")
-            s = d * (-beta)
-        if mask is not None:
-            s = s + mask
-        elif is_causal:
-            s = s.masked_fill(_causal_mask(n, m, q.device), float("-inf"))
-        w = torch.softmax(s, dim=-1)
-        if dropout_p > 0.0:
-            w = F.dropout(w, dropout_p, True)
-        agg = torch.matmul(w, hv)
-        if need_weights:
-            weights = w
+        d = P.pairwise_dist(qa, ka, c=c, squared=score == "squared")
+        s = d * (-beta)
+    if mask is not None:
+        s = s + mask
+    elif is_causal:
+        s = s.masked_fill(_causal_mask(n, m, qa.device), float("-inf"))
+    w = torch.softmax(s, dim=-1)
+    if dropout_p > 0.0:
+        w = F.dropout(w, dropout_p, True)
+    return torch.matmul(w, hv), (w if need_weights else None)
 
-    # Klein midpoint = (Σ w h_s) / (sqrt(c) Σ w h_0); Σ w h_0 > 0 unless every weight is zero.
+
+def _decode(agg: Tensor, dead: Tensor | None, *, c: float) -> Tensor:
+    """The Poincaré point of the Klein midpoint ``(Σ w h_s) / (sqrt(c) Σ w h_0)``.
+
+    ``Σ w h_0 > 0`` unless every weight of the row is zero (then, and on ``dead`` rows, the
+    result is the origin).
+    """
     den = agg[..., :1]
     den = torch.where(den > 0, den, torch.ones_like(den))
     out = P.klein_to_poincare(agg[..., 1:] / (den * math.sqrt(c)), c=c)
     if dead is not None:
         out = out.masked_fill(dead, 0.0)
-        if weights is not None:
-            weights = weights.masked_fill(dead, 0.0)
-    return out.to(in_dtype), (weights.to(in_dtype) if weights is not None else None)
+    return out
 
 
 class HyperbolicMultiHeadAttention(nn.Module):
@@ -229,6 +292,11 @@ class HyperbolicMultiHeadAttention(nn.Module):
         bias: Möbius biases on the projections.
         batch_first: inputs are (B, L, E) if true, else (L, B, E).
         kdim, vdim: key and value point sizes (default ``embed_dim``).
+        memory_efficient: when gradients are recorded, recompute the elementwise hyperbolic
+            maps (projections, Lorentz coordinates, midpoint, merge) in the backward pass
+            (``torch.utils.checkpoint``) instead of storing their intermediates; only the
+            attention's own inputs and outputs stay in memory. Same results, less memory,
+            more time.
 
     ``forward`` mirrors :class:`torch.nn.MultiheadAttention` and returns
     ``(output, weights or None)``.
@@ -246,8 +314,10 @@ class HyperbolicMultiHeadAttention(nn.Module):
         batch_first: bool = True,
         kdim: int | None = None,
         vdim: int | None = None,
+        memory_efficient: bool = False,
     ) -> None:
         super().__init__()
+        self.memory_efficient = memory_efficient
         for name, value in (("embed_dim", embed_dim), ("num_heads", num_heads)):
             if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
                 raise ValueError(f"{name} must be a positive int, got {value!r}")
@@ -329,6 +399,32 @@ class HyperbolicMultiHeadAttention(nn.Module):
             bp = P.expmap0(bias.to(z.dtype).view(groups, self.num_heads, self.head_dim), c=self.c)
             pts = P.mobius_add(pts, bp, c=self.c)
         return pts.permute(2, 0, 3, 1, 4)
+
+    def _project(
+        self,
+        query: Tensor,
+        key: Tensor,
+        value: Tensor,
+        dtype: torch.dtype,
+        *,
+        fused: bool,
+        shared_kv: bool,
+    ) -> tuple[Tensor, Tensor, Tensor]:
+        """Per-head query, key and value points, each (B, heads, L, head_dim)."""
+        c = self.c
+        if fused:
+            assert self.in_proj_weight is not None
+            u = P.logmap0(query.to(dtype), c=c)
+            z = F.linear(u, self.in_proj_weight.to(dtype))
+            q, k, v = self._heads(z, self._bias(0, 3)).unbind(0)
+            return q, k, v
+        uq = P.logmap0(query.to(dtype), c=c)
+        q = self._heads(F.linear(uq, self._weight(0).to(dtype)), self._bias(0, 1))[0]
+        uk = P.logmap0(key.to(dtype), c=c)
+        k = self._heads(F.linear(uk, self._weight(1).to(dtype)), self._bias(1, 2))[0]
+        uv = uk if shared_kv else P.logmap0(value.to(dtype), c=c)
+        v = self._heads(F.linear(uv, self._weight(2).to(dtype)), self._bias(2, 3))[0]
+        return q, k, v
 
     def _bias(self, start: int, stop: int) -> Tensor | None:
         if self.in_proj_bias is None:
@@ -442,34 +538,44 @@ class HyperbolicMultiHeadAttention(nn.Module):
         b, n, m = query.shape[0], query.shape[1], key.shape[1]
         mask = self._merge_masks(key_padding_mask, attn_mask, b, n, m, dtype)
 
-        c = self.c
-        if self.in_proj_weight is not None and query is key and key is value:
-            u = P.logmap0(query.to(dtype), c=c)
-            z = F.linear(u, self.in_proj_weight.to(dtype))
-            q, k, v = self._heads(z, self._bias(0, 3)).unbind(0)
-        else:
-            uq = P.logmap0(query.to(dtype), c=c)
-            q = self._heads(F.linear(uq, self._weight(0).to(dtype)), self._bias(0, 1))[0]
-            uk = P.logmap0(key.to(dtype), c=c)
-            k = self._heads(F.linear(uk, self._weight(1).to(dtype)), self._bias(1, 2))[0]
-            uv = uk if value is key else P.logmap0(value.to(dtype), c=c)
-            v = self._heads(F.linear(uv, self._weight(2).to(dtype)), self._bias(2, 3))[0]
-
         beta = F.softplus(self.beta_raw.to(dtype)).view(self.num_heads, 1, 1)
-        out, weights = hyperbolic_attention(
-            q,
-            k,
-            v,
-            c=c,
+        fused = self.in_proj_weight is not None and query is key and key is value
+        shared_kv = value is key
+        score_shape = (b, self.num_heads, n, m)
+        mask, dead = _prepare_mask(mask, is_causal, score_shape, dtype, query.device)
+        recompute = self.memory_efficient and torch.is_grad_enabled()
+
+        def encode(x_q: Tensor, x_k: Tensor, x_v: Tensor, beta_: Tensor) -> tuple[Tensor, ...]:
+            with P.upcast(dtype if dtype == torch.float64 else torch.float32):
+                q, k, v = self._project(x_q, x_k, x_v, dtype, fused=fused, shared_kv=shared_kv)
+                return _encode(q, k, v, c=self.c, beta=beta_, score=self.score)
+
+        def decode(agg_: Tensor) -> Tensor:
+            with P.upcast(dtype if dtype == torch.float64 else torch.float32):
+                out = _decode(agg_, dead, c=self.c)
+                t = P.logmap0(out, c=self.c).transpose(1, 2).reshape(b, n, self.embed_dim)
+                return self.out_proj.forward_tangent(t)
+
+        if recompute:
+            qa, ka, hv = checkpoint(encode, query, key, value, beta, use_reentrant=False)
+        else:
+            qa, ka, hv = encode(query, key, value, beta)
+        agg, weights = _aggregate(
+            qa,
+            ka,
+            hv,
+            c=self.c,
             beta=beta,
             score=self.score,
-            attn_mask=mask,
+            mask=mask,
             is_causal=is_causal,
             dropout_p=self.dropout if self.training else 0.0,
             need_weights=need_weights,
         )
-        t = P.logmap0(out, c=c).transpose(1, 2).reshape(b, n, self.embed_dim)
-        result = self.out_proj.forward_tangent(t).to(in_dtype)
+        result: Tensor = checkpoint(decode, agg, use_reentrant=False) if recompute else decode(agg)
+        result = result.to(in_dtype)
+        if weights is not None and dead is not None:
+            weights = weights.masked_fill(dead, 0.0)
         if not self.batch_first:
             result = result.transpose(0, 1)
         if weights is not None:

@@ -40,6 +40,7 @@ class ConvHyperbolicTransformer(nn.Module):
         max_len: longest sequence accepted.
         score: attention score.
         input_radius: ``R`` above.
+        memory_efficient: recompute the attention's elementwise maps in the backward pass.
 
     Returns from ``forward``: ``(output (B, T, hidden_dim, H, W), context (B, hidden_dim, H, W))``
     where ``context = output[:, -1]`` (the last step), both points of the ball along the
@@ -60,6 +61,7 @@ class ConvHyperbolicTransformer(nn.Module):
         max_len: int = 512,
         score: Score = "distance",
         input_radius: float = 2.0,
+        memory_efficient: bool = False,
     ) -> None:
         super().__init__()
         self.input_dim = _check_positive_int(input_dim, "input_dim")
@@ -79,6 +81,7 @@ class ConvHyperbolicTransformer(nn.Module):
             max_len=max_len,
             causal=causal,
             score=score,
+            memory_efficient=memory_efficient,
         )
 
     def to_ball(self, x: Tensor) -> Tensor:

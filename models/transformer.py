@@ -35,7 +35,8 @@ class HyperbolicTransformerBlock(nn.Module):
 
     ``norm_first=False``: ``x = norm1(x ⊕ drop(attn(x)))``, ``x = norm2(x ⊕ drop(ff(x)))``.
     ``drop`` is dropout in the tangent space at the origin; ``attn`` is
-    :class:`HyperbolicMultiHeadAttention` (self-attention), ``ff`` is
+    :class:`HyperbolicMultiHeadAttention` (self-attention; ``score`` and ``memory_efficient``
+    are passed to it), ``ff`` is
     :class:`HyperbolicFeedForward`, the norms are :class:`HyperbolicLayerNorm`.
 
     Shapes: (B, T, d_model) points -> (B, T, d_model) points.
@@ -52,6 +53,7 @@ class HyperbolicTransformerBlock(nn.Module):
         norm_first: bool = True,
         score: Score = "distance",
         activation: Callable[[Tensor], Tensor] = torch.relu,
+        memory_efficient: bool = False,
     ) -> None:
         super().__init__()
         self.d_model = _check_positive_int(d_model, "d_model")
@@ -59,7 +61,13 @@ class HyperbolicTransformerBlock(nn.Module):
         self.dropout = _check_probability(dropout, "dropout")
         self.norm_first = norm_first
         self.self_attn = HyperbolicMultiHeadAttention(
-            d_model, num_heads, dropout=dropout, c=self.c, score=score, batch_first=True
+            d_model,
+            num_heads,
+            dropout=dropout,
+            c=self.c,
+            score=score,
+            batch_first=True,
+            memory_efficient=memory_efficient,
         )
         self.ff = HyperbolicFeedForward(
             d_model, dim_feedforward, dropout, c=self.c, activation=activation
@@ -133,6 +141,8 @@ class HyperbolicTransformer(nn.Module):
         norm_first: pre-norm blocks (default) or post-norm.
         learnable_positions: learn the positional codes.
         positional: add positional codes at all.
+        memory_efficient: recompute the attention's elementwise maps in the backward pass
+            (see :class:`HyperbolicMultiHeadAttention`).
 
     Shapes: (B, T, d_model) points, ``T <= max_len`` -> (B, T, d_model) points.
     Raises ``ValueError`` on a wrong rank, size or ``T > max_len``.
@@ -153,6 +163,7 @@ class HyperbolicTransformer(nn.Module):
         norm_first: bool = True,
         learnable_positions: bool = False,
         positional: bool = True,
+        memory_efficient: bool = False,
     ) -> None:
         super().__init__()
         self.d_model = _check_positive_int(d_model, "d_model")
@@ -174,6 +185,7 @@ class HyperbolicTransformer(nn.Module):
                 c=self.c,
                 norm_first=norm_first,
                 score=score,
+                memory_efficient=memory_efficient,
             )
             for _ in range(num_layers)
         )

@@ -244,6 +244,25 @@ def test_fast_and_explicit_paths_agree_in_the_module(score: str) -> None:
     torch.testing.assert_close(a, b)
 
 
+@pytest.mark.parametrize("score", SCORES)
+def test_memory_efficient_mode_gives_the_same_values_and_gradients(score: str) -> None:
+    torch.manual_seed(0)
+    plain = HyperbolicMultiHeadAttention(16, 4, score=score).double()  # type: ignore[arg-type]
+    lean = HyperbolicMultiHeadAttention(16, 4, score=score, memory_efficient=True).double()  # type: ignore[arg-type]
+    lean.load_state_dict(plain.state_dict())
+    x = random_points((2, 6, 16), torch.float64, radius=5.0)
+    pad = torch.tensor([[False] * 5 + [True], [False] * 6])
+    grads = []
+    for m in (plain, lean):
+        xx = x.clone().requires_grad_(True)
+        out, _ = m(xx, xx, xx, key_padding_mask=pad, is_causal=True)
+        poincare.dist0(out).sum().backward()
+        grads.append((out.detach(), xx.grad, *(p.grad for p in m.parameters())))
+    for a, b in zip(*grads, strict=True):
+        assert a is not None and b is not None
+        torch.testing.assert_close(a, b)
+
+
 def test_head_split_merge_keeps_points_in_ball_for_many_heads() -> None:
     """Concatenated head coordinates could leave the ball; a tangent-space merge cannot."""
     torch.manual_seed(0)
