@@ -4,6 +4,8 @@ Compares, in one process and interleaved round by round, for the same (B, N, E, 
 on the CPU:
 
 * ``euclid``: :class:`torch.nn.MultiheadAttention` (the reference, ratio 1);
+* ``eucl-sdpa``: Euclidean self-attention written directly on ``scaled_dot_product_attention``
+  with contiguous heads (a second, leaner Euclidean peer);
 * ``hyp-cosh``: :class:`models.HyperbolicMultiHeadAttention` with ``score="cosh"``, whose
   attention runs inside ``scaled_dot_product_attention`` on augmented Lorentz vectors;
 * ``cosh-lean``: the same with ``memory_efficient=True`` (the elementwise hyperbolic maps are
@@ -37,6 +39,25 @@ import poincare
 from models import HyperbolicMultiHeadAttention
 
 Step = Callable[[Tensor], Tensor]
+
+
+class EuclideanSDPAttention(nn.Module):
+    """Euclidean multi-head self-attention written directly on ``scaled_dot_product_attention``
+    with contiguous heads (the layout in which the fused CPU kernel applies)."""
+
+    def __init__(self, embed: int, heads: int) -> None:
+        super().__init__()
+        self.heads = heads
+        self.in_proj = nn.Linear(embed, 3 * embed)
+        self.out_proj = nn.Linear(embed, embed)
+
+    def forward(self, x: Tensor) -> Tensor:
+        b, n, e = x.shape
+        qkv = self.in_proj(x).view(b, n, 3, self.heads, e // self.heads)
+        q, k, v = qkv.permute(2, 0, 3, 1, 4).contiguous().unbind(0)
+        out = torch.nn.functional.scaled_dot_product_attention(q, k, v)
+        out2: Tensor = self.out_proj(out.transpose(1, 2).reshape(b, n, e))
+        return out2
 
 
 class NaiveHyperbolicAttention(nn.Module):
@@ -78,8 +99,15 @@ def make_steps(embed: int, heads: int) -> dict[str, Step]:
         out: Tensor = naive(x)
         return out
 
+    sdpa = EuclideanSDPAttention(embed, heads)
+
+    def es(x: Tensor) -> Tensor:
+        out: Tensor = sdpa(x)
+        return out
+
     return {
         "euclid": self_attention(euclid),
+        "eucl-sdpa": es,
         "hyp-cosh": self_attention(cosh),
         "cosh-lean": self_attention(lean),
         "hyp-dist": self_attention(dist),

@@ -400,6 +400,12 @@ class HyperbolicMultiHeadAttention(nn.Module):
             pts = P.mobius_add(pts, bp, c=self.c)
         return pts.permute(2, 0, 3, 1, 4)
 
+    def _fused_points(self, x: Tensor, dtype: torch.dtype) -> Tensor:
+        """Self-attention projections in one product: (3, B, heads, L, head_dim) points."""
+        assert self.in_proj_weight is not None
+        z = F.linear(P.logmap0(x.to(dtype), c=self.c), self.in_proj_weight.to(dtype))
+        return self._heads(z, self._bias(0, 3))
+
     def _project(
         self,
         query: Tensor,
@@ -413,10 +419,7 @@ class HyperbolicMultiHeadAttention(nn.Module):
         """Per-head query, key and value points, each (B, heads, L, head_dim)."""
         c = self.c
         if fused:
-            assert self.in_proj_weight is not None
-            u = P.logmap0(query.to(dtype), c=c)
-            z = F.linear(u, self.in_proj_weight.to(dtype))
-            q, k, v = self._heads(z, self._bias(0, 3)).unbind(0)
+            q, k, v = self._fused_points(query, dtype).unbind(0)
             return q, k, v
         uq = P.logmap0(query.to(dtype), c=c)
         q = self._heads(F.linear(uq, self._weight(0).to(dtype)), self._bias(0, 1))[0]
@@ -547,6 +550,10 @@ class HyperbolicMultiHeadAttention(nn.Module):
 
         def encode(x_q: Tensor, x_k: Tensor, x_v: Tensor, beta_: Tensor) -> tuple[Tensor, ...]:
             with P.upcast(dtype if dtype == torch.float64 else torch.float32):
+                if fused and self.score == "cosh":
+                    # one Lorentz conversion for the stacked (3, B, heads, L, head_dim) points
+                    h = P.poincare_to_lorentz(self._fused_points(x_q, dtype), c=self.c)
+                    return _lorentz_query(h[0], beta_, self.c), h[1], h[2]
                 q, k, v = self._project(x_q, x_k, x_v, dtype, fused=fused, shared_kv=shared_kv)
                 return _encode(q, k, v, c=self.c, beta=beta_, score=self.score)
 
