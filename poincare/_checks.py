@@ -100,13 +100,22 @@ def as_curvature(c: object, dtype: torch.dtype, device: torch.device) -> Tensor:
     return torch.tensor(float(c), dtype=dtype, device=device)
 
 
-def prepare(c: object, **tensors: Tensor) -> tuple[torch.dtype, torch.dtype, Tensor, list[Tensor]]:
-    """Validate tensors and curvature; return (out dtype, compute dtype, c, cast tensors)."""
+def prepare(
+    c: object, *, wide: bool = False, **tensors: Tensor
+) -> tuple[torch.dtype, torch.dtype, Tensor, list[Tensor]]:
+    """Validate tensors and curvature; return (out dtype, compute dtype, c, cast tensors).
+
+    ``wide=True`` computes float32 work in float64: for the ops whose condition number grows
+    like ``exp(radius)`` (the maps and transports along long geodesics), the 29 extra bits absorb
+    the amplification of rounding errors over the whole float32 range.
+    """
     for name, t in tensors.items():
         check_tensor(name, t)
     values = list(tensors.values())
     out = common_dtype(*values)
     comp = compute_dtype(out)
+    if wide and comp == torch.float32:
+        comp = torch.float64
     device = values[0].device
     cc = as_curvature(c, comp, device)
     return out, comp, cc, [t.to(comp) for t in values]

@@ -20,6 +20,7 @@ __all__ = [
     "dot",
     "exact_outside",
     "gap",
+    "gap_precise",
     "max_norm",
     "sqnorm",
     "tanh_over",
@@ -128,3 +129,36 @@ def exact_outside(x: Tensor, c: Tensor) -> Tensor:
             out = out.clone()
             out[rows] = ((t - 1) + cr * lo) >= -slack
         return out
+
+
+def _two_prod(a: Tensor, b: Tensor) -> tuple[Tensor, Tensor]:
+    # a * b = p + e exactly, for float64 (Dekker's product with Veltkamp splitting).
+    p = a * b
+    ta, tb = a * 134217729.0, b * 134217729.0
+    ah, bh = ta - (ta - a), tb - (tb - b)
+    al, bl = a - ah, b - bh
+    e = ((ah * bh - p) + ah * bl + al * bh) + al * bl
+    return p, e
+
+
+def gap_precise(x: Tensor, sc: Tensor) -> Tensor:
+    """``B = 1 - c|x|^2`` accurate to a relative ulp of ``B`` itself (not of 1).
+
+    The plain form (:func:`gap`) rounds ``|x|`` to a relative ulp, which leaves ``B`` with a
+    relative error of about ``eps / B``: harmless for the well-conditioned ops, but amplified by
+    ``exp(radius)`` in the maps and transports. In float64 this evaluates ``|x|^2`` and
+    ``c |x|^2`` in double-double arithmetic; the value is the precise one while the gradient is
+    that of the plain formula (the two differ by rounding only). Other dtypes use :func:`gap`.
+    """
+    _, _, plain = gap(x, sc)
+    if x.dtype != torch.float64:
+        return plain
+    with torch.no_grad():
+        hi, lo = _exact_sqnorm(x.detach())
+        c = (sc.detach() * sc.detach()).expand_as(hi)
+        p, pe = _two_prod(c, hi)
+        precise = ((1 - p) - pe) - c * lo
+        # Points beyond the boundary (a caller's error) get the outermost shell's gap.
+        m = max_norm(x.dtype)
+        precise = torch.where(precise > 0, precise, torch.full_like(precise, (1 - m) * (1 + m)))
+    return plain + (precise - plain).detach()

@@ -8,7 +8,9 @@ Conventions shared by every op:
   :math:`\{x : c\,|x|^2 < 1\}`; write :math:`s_c = \sqrt{c}`.
 * Inputs must be real floating tensors. ``float32`` and ``float64`` compute in their own dtype,
   ``float16``/``bfloat16`` in ``float32``; under :func:`poincare.upcast` every op computes in the
-  requested dtype. Results always come back in the (promoted) dtype of the inputs, and
+  requested dtype. :func:`expmap`, :func:`logmap`, :func:`gyration` and :func:`transp`, whose
+  condition number grows like :math:`e^{r}` along long geodesics, compute ``float32`` inputs in
+  ``float64``. Results always come back in the (promoted) dtype of the inputs, and
   point-valued results are passed through :func:`project` in that dtype, so they are strictly
   inside the ball *as stored*.
 * Bad arguments raise ``TypeError``/``ValueError`` naming the argument: a non-tensor or an
@@ -52,6 +54,7 @@ from ._numerics import (
     dot,
     exact_outside,
     gap,
+    gap_precise,
     max_norm,
     sqnorm,
     tanh_over,
@@ -345,8 +348,8 @@ def _gyration(a: Tensor, b: Tensor, u: Tensor, c: Tensor) -> Tensor:
     # z = (1 + c<a,b>) + i c |a ^ b|. Written with s = a + b (so that a ~ -b cancels nothing):
     #   Re z = 1 + c<a,b> = (B_a + B_b + c|s|^2) / 2,  |a ^ b|^2 = |a|^2|s|^2 - <a,s>^2.
     sc = c.sqrt()
-    _, _, ba = gap(a, sc)
-    _, _, bb = gap(b, sc)
+    ba = gap_precise(a, sc)
+    bb = gap_precise(b, sc)
     s = a + b
     ss = sqnorm(s)
     aa = sqnorm(a)
@@ -388,7 +391,7 @@ def gyration(a: Tensor, b: Tensor, u: Tensor, *, c: Curvature = 1.0) -> Tensor:
         ``(..., D)``.
     """
     check_last_dims(a=a, b=b, u=u)
-    out, _, cc, (aa, bb, uu) = prepare(c, a=a, b=b, u=u)
+    out, _, cc, (aa, bb, uu) = prepare(c, wide=True, a=a, b=b, u=u)
     r = _gyration(aa, bb, uu, cc).to(out)
     # A rotation never leaves the ball: keep rotated points strictly inside after rounding.
     inside = ~exact_outside(u, cc)
@@ -443,6 +446,9 @@ def expmap(x: Tensor, v: Tensor, *, c: Curvature = 1.0) -> Tensor:
     (:math:`h(t) = \tanh t/t`) and its gap :math:`1 - c|w|^2 = \operatorname{sech}^2 t` is taken
     from ``t`` directly rather than from the rounded ``w``, so long steps towards the boundary
     keep their accuracy; the addition then uses the stable form of :func:`mobius_add`.
+    ``float32`` inputs are computed in ``float64``: the map's condition number grows like
+    :math:`e^{r}` along a long geodesic, and the 29 extra bits absorb it over the whole float32
+    range.
 
     Args:
         x: ``(..., D)`` base points.
@@ -453,9 +459,9 @@ def expmap(x: Tensor, v: Tensor, *, c: Curvature = 1.0) -> Tensor:
         ``(..., D)`` point strictly inside the ball.
     """
     check_last_dims(x=x, v=v)
-    out, _, cc, (xx, vv) = prepare(c, x=x, v=v)
+    out, _, cc, (xx, vv) = prepare(c, wide=True, x=x, v=v)
     sc = cc.sqrt()
-    _, _, bx = gap(xx, sc)
+    bx = gap_precise(xx, sc)
     t = sc * torch.linalg.vector_norm(vv, dim=-1, keepdim=True) / bx
     w = tanh_over(t) * vv / bx
     q = torch.exp(-2 * t)
@@ -490,10 +496,10 @@ def logmap(x: Tensor, y: Tensor, *, c: Curvature = 1.0) -> Tensor:
         ``(..., D)`` tangent vector at ``x`` of Riemannian length :math:`d(x, y)`.
     """
     check_last_dims(x=x, y=y)
-    out, _, cc, (xx, yy) = prepare(c, x=x, y=y)
+    out, _, cc, (xx, yy) = prepare(c, wide=True, x=x, y=y)
     sc = cc.sqrt()
-    _, _, bx = gap(xx, sc)
-    _, _, by = gap(yy, sc)
+    bx = gap_precise(xx, sc)
+    by = gap_precise(yy, sc)
     s = yy - xx
     ss = sqnorm(s)
     xs = dot(xx, s)
@@ -668,10 +674,10 @@ def transp(x: Tensor, y: Tensor, v: Tensor, *, c: Curvature = 1.0) -> Tensor:
         ``(..., D)`` tangent vectors at ``y``.
     """
     check_last_dims(x=x, y=y, v=v)
-    out, _, cc, (xx, yy, vv) = prepare(c, x=x, y=y, v=v)
+    out, _, cc, (xx, yy, vv) = prepare(c, wide=True, x=x, y=y, v=v)
     sc = cc.sqrt()
-    _, _, bx = gap(xx, sc)
-    _, _, by = gap(yy, sc)
+    bx = gap_precise(xx, sc)
+    by = gap_precise(yy, sc)
     return (by / bx * _gyration(yy, -xx, vv, cc)).to(out)
 
 
@@ -766,7 +772,7 @@ def einstein_midpoint(
     if d == x.dim() - 1:
         raise ValueError("dim must index the points, not the last (coordinate) dimension")
     xm = x.movedim(d, -2)
-    tensors = {"x": xm}
+    w_full = None
     if weights is not None:
         check_tensor("weights", weights)
         try:
@@ -780,10 +786,11 @@ def einstein_midpoint(
             if not bool(torch.isfinite(weights).all()) or bool((weights < 0).any()):
                 raise ValueError("weights must be finite and non-negative")
         w_full = weights.expand(shape).movedim(d, -1)
-        tensors["weights"] = w_full
-    out, _comp, cc, cast = prepare(c, **tensors)
-    xm = cast[0]
-    w = cast[1] if weights is not None else torch.ones_like(xm[..., 0])
+    if w_full is None:
+        out, _, cc, (xm,) = prepare(c, x=xm)
+        w = torch.ones_like(xm[..., 0])
+    else:
+        out, _, cc, (xm, w) = prepare(c, x=xm, weights=w_full)
     cx = cc.unsqueeze(-2) if cc.dim() > 0 else cc
     _, _, b = gap(xm, cx.sqrt())
     om = w.unsqueeze(-1) / b  # (..., N, 1)
