@@ -259,6 +259,11 @@ def test_bad_input_and_precision_is_local() -> None:
     assert close(d, 1)
     with pytest.raises(ValueError, match="x must lie strictly inside"):
         ref.dist0([1.0, 0.0], 1.0)
+    ref.check_point([0.6, 0.8 - 2**-52], 1.0)
+    with pytest.raises(ValueError, match="x must lie strictly inside"):
+        ref.check_point([0.6, 0.8], 1.0)  # the float values have |x|^2 = 1 + 4.4e-17
+    with pytest.raises(ValueError, match="finite"):
+        ref.check_point([float("inf"), 0.0], 1.0)
     with pytest.raises(ValueError, match="c must be positive"):
         ref.expmap0([0.1], 0.0)
     with pytest.raises(ValueError, match="same length"):

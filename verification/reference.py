@@ -35,6 +35,7 @@ import torch
 __all__ = [
     "DPS",
     "Vec",
+    "check_point",
     "conformal_factor",
     "dist",
     "dist0",
@@ -186,6 +187,13 @@ def in_ball(x: Sequence[Any], c: Any = 1) -> bool:
         cc = _curv(c)
         v = _vec(x, "x")
         return bool(cc * dot(v, v) < 1)
+
+
+def check_point(x: Sequence[Any], c: Any = 1) -> None:
+    """Raise ``ValueError`` unless ``x`` is a finite vector strictly inside the ball
+    (``c|x|^2 < 1``, decided exactly on the given values)."""
+    with _ctx():
+        _point(x, _curv(c), "x")
 
 
 # ----------------------------------------------------------------------------------------------
