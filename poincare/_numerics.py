@@ -14,10 +14,13 @@ import math
 import torch
 from torch import Tensor
 
+from . import _dd as dd
+
 __all__ = [
     "artanh_over",
     "asinh_over",
     "dot",
+    "dd_expmap",
     "exact_outside",
     "gap",
     "gap_precise",
@@ -82,30 +85,9 @@ def gap(x: Tensor, sc: Tensor) -> tuple[Tensor, Tensor, Tensor]:
     return n, u, (1 - u) * (1 + u)
 
 
-def _split_sq(x: Tensor) -> tuple[Tensor, Tensor]:
-    # Exact square of float64 values as an unevaluated sum hi + lo (Veltkamp splitting).
-    p = x * x
-    t = x * 134217729.0
-    xh = t - (t - x)
-    xl = x - xh
-    e = ((xh * xh - p) + 2 * xh * xl) + xl * xl
-    return p, e
-
-
 def _exact_sqnorm(x: Tensor) -> tuple[Tensor, Tensor]:
     """``|x|^2`` of float64 rows as ``hi + lo``, accurate to about 2^-100 relative."""
-    vals, lo_terms = _split_sq(x)
-    lo = lo_terms.sum(dim=-1, keepdim=True)
-    while vals.shape[-1] > 1:
-        if vals.shape[-1] % 2:
-            vals = torch.cat([vals, torch.zeros_like(vals[..., :1])], dim=-1)
-        a, b = vals[..., 0::2], vals[..., 1::2]
-        s = a + b
-        bb = s - a
-        err = (a - (s - bb)) + (b - bb)
-        lo = lo + err.sum(dim=-1, keepdim=True)
-        vals = s
-    return vals, lo
+    return dd.sqnorm(dd.const(x))
 
 
 def exact_outside(x: Tensor, c: Tensor) -> Tensor:
@@ -131,16 +113,6 @@ def exact_outside(x: Tensor, c: Tensor) -> Tensor:
         return out
 
 
-def _two_prod(a: Tensor, b: Tensor) -> tuple[Tensor, Tensor]:
-    # a * b = p + e exactly, for float64 (Dekker's product with Veltkamp splitting).
-    p = a * b
-    ta, tb = a * 134217729.0, b * 134217729.0
-    ah, bh = ta - (ta - a), tb - (tb - b)
-    al, bl = a - ah, b - bh
-    e = ((ah * bh - p) + ah * bl + al * bh) + al * bl
-    return p, e
-
-
 def gap_precise(x: Tensor, sc: Tensor) -> Tensor:
     """``B = 1 - c|x|^2`` accurate to a relative ulp of ``B`` itself (not of 1).
 
@@ -156,9 +128,48 @@ def gap_precise(x: Tensor, sc: Tensor) -> Tensor:
     with torch.no_grad():
         hi, lo = _exact_sqnorm(x.detach())
         c = (sc.detach() * sc.detach()).expand_as(hi)
-        p, pe = _two_prod(c, hi)
+        p, pe = dd.two_prod(c, hi)
         precise = ((1 - p) - pe) - c * lo
         # Points beyond the boundary (a caller's error) get the outermost shell's gap.
         m = max_norm(x.dtype)
         precise = torch.where(precise > 0, precise, torch.full_like(precise, (1 - m) * (1 + m)))
     return plain + (precise - plain).detach()
+
+
+def dd_expmap(x: Tensor, v: Tensor, c: Tensor) -> Tensor:
+    """``expmap(x, v)`` for float64 rows, evaluated in double-double (values only).
+
+    The exact map's condition number grows like ``exp(radius)``: the direction of the result
+    magnifies any relative inconsistency between ``x``, the step ``w = tanh(t) v/(s_c|v|)`` and its
+    gap ``1 - c|w|^2``. Here ``w`` is built from the gap ``g = 1 - tanh t = 2/(e^{2t}+1)`` (exact
+    to a relative ulp whatever ``t``), ``|w|^2 = (1-g)^2/c`` and ``v/|v|`` in double-double, so
+    that ``x (+) w`` is evaluated consistently to about 2^-100, and only the final quotient is
+    rounded.
+    """
+    with torch.no_grad():
+        shape = torch.broadcast_shapes(x.shape, v.shape)  # type: ignore[no-untyped-call]
+        x, v = x.expand(shape), v.expand(shape)
+        c = c.expand((*shape[:-1], 1))
+        cdd = dd.const(c)
+        one = dd.const(torch.ones_like(c))
+        bx = dd.add(one, dd.neg(dd.mul(cdd, dd.sqnorm(dd.const(x)))))
+        nv = dd.sqrt(dd.sqnorm(dd.const(v)))
+        t = torch.sqrt(c) * dd.round_(nv) / dd.round_(bx)
+        e = torch.exp(-2 * t)
+        g = 2 * e / (1 + e)
+        # 1 - g = tanh t: from g in double-double for long steps (consistent with the gap), from
+        # tanh itself for short ones (where g ~ 1 and 1 - g would lose its relative accuracy).
+        omg = dd.add(one, dd.neg(dd.const(g)))
+        short = t < 0.5
+        omg = (torch.where(short, torch.tanh(t), omg[0]), torch.where(short, 0 * t, omg[1]))
+        tau = dd.sqrt(dd.div(dd.mul(omg, omg), cdd))
+        nz = nv[0] > 0
+        safe = (torch.where(nz, nv[0], torch.ones_like(nv[0])), torch.where(nz, nv[1], 0 * nv[1]))
+        vhat = dd.div(dd.const(v), safe)
+        vhat = (torch.where(nz, vhat[0], 0 * v), torch.where(nz, vhat[1], 0 * v))
+        s = dd.add(dd.const(x), dd.mul(tau, vhat))
+        css = dd.mul(cdd, dd.sqnorm(s))
+        num = dd.add(dd.mul(bx, s), dd.mul(css, dd.const(x)))
+        den = dd.round_(css) + dd.round_(bx) * (g * (2 - g))
+        den = den.clamp(min=torch.finfo(x.dtype).tiny)
+        return dd.round_(num) / den

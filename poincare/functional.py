@@ -51,6 +51,7 @@ from ._checks import (
 from ._numerics import (
     artanh_over,
     asinh_over,
+    dd_expmap,
     dot,
     exact_outside,
     gap,
@@ -469,7 +470,11 @@ def expmap(x: Tensor, v: Tensor, *, c: Curvature = 1.0) -> Tensor:
     s = xx + w
     css = cc * sqnorm(s)
     den = (css + bx * bw).clamp(min=torch.finfo(xx.dtype).tiny)
-    return _finish_point((bx * s + css * xx) / den, out, cc)
+    res = (bx * s + css * xx) / den
+    if out == torch.float64:
+        # Values in double-double; gradients from the formula above (they differ by rounding).
+        res = res + (dd_expmap(xx, vv, cc) - res).detach()
+    return _finish_point(res, out, cc)
 
 
 def logmap(x: Tensor, y: Tensor, *, c: Curvature = 1.0) -> Tensor:
