@@ -19,8 +19,8 @@ from . import _dd as dd
 __all__ = [
     "artanh_over",
     "asinh_over",
-    "dot",
     "dd_expmap",
+    "dot",
     "exact_outside",
     "gap",
     "gap_precise",
