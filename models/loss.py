@@ -1,0 +1,127 @@
+"""The contrastive (InfoNCE) loss of future prediction, Euclidean or hyperbolic."""
+
+from __future__ import annotations
+
+import contextlib
+from dataclasses import dataclass
+from typing import Literal, get_args
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+import poincare
+
+__all__ = ["DISTANCES", "ContrastiveOutput", "Distance", "contrastive_loss", "score_matrix"]
+
+Distance = Literal["regular", "squared", "cosh"]
+DISTANCES: tuple[str, ...] = get_args(Distance)
+
+
+@dataclass(frozen=True)
+class ContrastiveOutput:
+    """The result of :func:`contrastive_loss`.
+
+    Attributes:
+        loss: scalar mean cross-entropy, in the dtype of the predictions.
+        top1: fraction of predictions whose own target scores highest (a 0-dim tensor).
+        top5: fraction whose own target is among the five highest scores.
+        num_candidates: ``M``, the number of targets each prediction is ranked against;
+            chance level of top-1 is ``1 / M`` and of top-5 ``min(5, M) / M``.
+    """
+
+    loss: Tensor
+    top1: Tensor
+    top5: Tensor
+    num_candidates: int
+
+
+def score_matrix(
+    pred: Tensor,
+    target: Tensor,
+    *,
+    hyperbolic: bool,
+    distance: str = "regular",
+    c: float = 1.0,
+    fp64: bool = False,
+) -> Tensor:
+    """Scores ``s[i, j]`` of prediction ``i`` against target ``j``.
+
+    Euclidean: ``s = <p_i, t_j>`` (dot product; ``distance`` and ``fp64`` are ignored).
+    Hyperbolic (points in the Poincaré ball of curvature ``-c``), with ``d = d_c(p_i, t_j)``:
+    ``regular``: ``s = -d``; ``squared``: ``s = -d²``; ``cosh``: ``s = -cosh(d)``.
+    The distance matrix comes from :func:`poincare.pairwise_dist` (no ``N×M×D`` tensor).
+    Under ``fp64`` the points are converted to float64 and the distances computed inside
+    ``poincare.upcast(torch.float64)``; the scores are then float64.
+
+    Shapes: ``pred (N, D)``, ``target (M, D)`` -> ``(N, M)``.
+
+    Raises:
+        ValueError: ``pred``/``target`` not 2-D, mismatched ``D``, or an unknown ``distance``.
+    """
+    if pred.dim() != 2 or target.dim() != 2:
+        raise ValueError(
+            f"pred and target must be 2-D, got {tuple(pred.shape)} and {tuple(target.shape)}"
+        )
+    if pred.shape[1] != target.shape[1]:
+        raise ValueError(
+            f"pred and target must share the last dimension, got {pred.shape[1]} "
+            f"and {target.shape[1]}"
+        )
+    if distance not in DISTANCES:
+        raise ValueError(f"distance must be one of {DISTANCES}, got {distance!r}")
+    if not hyperbolic:
+        return pred @ target.t()
+    ctx = poincare.upcast(torch.float64) if fp64 else contextlib.nullcontext()
+    with ctx:
+        if fp64:
+            pred, target = pred.double(), target.double()
+        d = poincare.pairwise_dist(pred, target, c=c, squared=distance == "squared")
+        if distance == "cosh":
+            return -torch.cosh(d)
+        return -d
+
+
+def contrastive_loss(
+    pred: Tensor,
+    target: Tensor,
+    *,
+    hyperbolic: bool,
+    distance: str = "regular",
+    c: float = 1.0,
+    fp64: bool = False,
+) -> ContrastiveOutput:
+    """InfoNCE over every (sample, future step, location) of future prediction.
+
+    The ``N`` predictions ``pred (..., D)`` and the ``N`` targets ``target (..., D)`` (same
+    leading shape, flattened in the same order) are scored all against all with
+    :func:`score_matrix`; the positive of prediction ``i`` is target ``i`` and every other
+    target is a negative::
+
+        loss = mean_i [ -s[i, i] + log Σ_j exp(s[i, j]) ]
+
+    Top-1 / top-5 are the retrieval accuracies of the positive among the ``N`` targets.
+
+    Raises:
+        ValueError: shapes of ``pred`` and ``target`` differ, are empty, or ``distance`` is
+            unknown.
+    """
+    if pred.shape != target.shape:
+        raise ValueError(
+            f"pred and target must have the same shape, got {tuple(pred.shape)} "
+            f"and {tuple(target.shape)}"
+        )
+    if pred.dim() < 1 or pred.numel() == 0:
+        raise ValueError(f"pred must be non-empty with a last dimension, got {tuple(pred.shape)}")
+    p = pred.reshape(-1, pred.shape[-1])
+    t = target.reshape(-1, target.shape[-1])
+    scores = score_matrix(p, t, hyperbolic=hyperbolic, distance=distance, c=c, fp64=fp64)
+    labels = torch.arange(p.shape[0], device=p.device)
+    loss = F.cross_entropy(scores, labels).to(pred.dtype)
+    with torch.no_grad():
+        k = min(5, scores.shape[1])
+        top = scores.topk(k, dim=1).indices
+        hit = top == labels[:, None]
+        top1 = hit[:, 0].float().mean()
+        top5 = hit.any(dim=1).float().mean()
+    return ContrastiveOutput(loss=loss, top1=top1, top5=top5, num_candidates=t.shape[0])

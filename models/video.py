@@ -1,0 +1,263 @@
+"""The self-supervised video future-prediction model, Euclidean or hyperbolic.
+
+A video is cut into ``num_seq`` blocks of ``seq_len`` frames. Each block is encoded into a
+feature map ``z_t (D, h, w)`` by :class:`~models.encoder.BlockEncoder3D`. An aggregator reads
+the first ``num_seq - pred_step`` blocks — a :class:`~models.convgru.ConvGRU` (Euclidean) or a
+causal ``ConvHyperbolicTransformer`` (whose states lie in the Poincaré ball) — and a predictor
+rolls out ``pred_step`` future feature maps autoregressively: at each step a 1×1-conv head maps
+the recurrent state ``h`` to a prediction ``p_k``, and ``p_k`` is fed back as the next input of
+the recurrence. With the ConvGRU the recurrence is the aggregator itself (as in DPC); with the
+transformer, which reads the past once, it is a ConvGRU cell started at
+``h_0 = logmap0(context)`` of the transformer's last state. Predictions and the
+encoded future blocks (the targets) are then mapped into the ball, ``x ↦ expmap0(x)``
+(hyperbolic model) or kept as they are (Euclidean model), and compared by the contrastive
+loss of :mod:`models.loss`.
+
+Under ``fp64_hyper`` every hyperbolic computation (the map into the ball, the transformer's
+hyperbolic parts, the distances of the loss) runs in float64 inside
+``poincare.upcast(torch.float64)``; the encoder, the ConvGRU and the predictor stay float32.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Iterator
+
+import torch
+from torch import Tensor, nn
+
+import poincare
+from models.convgru import ConvGRU, ConvGRUCell
+from models.encoder import BlockEncoder3D
+from models.loss import DISTANCES, ContrastiveOutput, contrastive_loss
+
+__all__ = ["VideoFuturePredictor", "build_hyperbolic_aggregator"]
+
+
+def build_hyperbolic_aggregator(
+    dim: int, num_heads: int, num_layers: int, dropout: float, *, c: float
+) -> nn.Module:
+    """Build the causal ``ConvHyperbolicTransformer(dim, dim, num_heads, num_layers, dropout)``.
+
+    Its ``forward(x (B, T, dim, H, W))`` returns ``(out (B, T, dim, H, W), context
+    (B, dim, H, W))``, both points in the ball of curvature ``-c`` (channels as the ball's
+    coordinates).
+    """
+    from models.conv_transformer import ConvHyperbolicTransformer
+
+    module: nn.Module = ConvHyperbolicTransformer(
+        dim, dim, num_heads, num_layers, dropout, c=c, causal=True
+    )
+    return module
+
+
+def _channels_last_op(fn: object, x: Tensor, c: float) -> Tensor:
+    """Apply a poincare op on the channel axis of ``x (B, D, h, w)``."""
+    assert callable(fn)
+    out: Tensor = fn(x.permute(0, 2, 3, 1), c=c)
+    return out.permute(0, 3, 1, 2)
+
+
+class VideoFuturePredictor(nn.Module):
+    """Predict the representations of future video blocks (see the module docstring).
+
+    Args:
+        num_seq: blocks per video (``N``).
+        seq_len: frames per block (``L``).
+        pred_step: future blocks to predict (``P``, ``1 <= P < N``).
+        img_dim: frame side in pixels (a multiple of 8; the feature maps are ``img_dim/8``).
+        feature_dim: channels ``D`` of the feature maps (= the ball's dimension).
+        encoder_width: channels of the encoder's first stage.
+        hyperbolic: map predictions and targets into the Poincaré ball.
+        use_transformer: aggregate with the causal hyperbolic transformer (requires
+            ``hyperbolic``) instead of the ConvGRU.
+        num_heads, transformer_layers, transformer_dropout: the transformer's shape.
+        c: curvature magnitude of the ball (``> 0``).
+        distance: ``"regular"``, ``"squared"`` or ``"cosh"`` (see :func:`models.loss.score_matrix`).
+        fp64_hyper: compute every hyperbolic operation in float64.
+        gru_layers, gru_kernel: the ConvGRU's depth and kernel size.
+
+    ``forward(video (B, N, 3, L, H, W))`` returns ``(pred, target)``, both ``(B, P, h, w, D)``:
+    points in the ball (float64 under ``fp64_hyper``) or Euclidean vectors.
+    :meth:`loss` returns the :class:`~models.loss.ContrastiveOutput` of a video batch.
+
+    Raises:
+        ValueError: non-positive sizes, ``pred_step >= num_seq``, ``img_dim`` not a multiple of
+            8, ``use_transformer`` without ``hyperbolic``, ``num_heads`` not dividing
+            ``feature_dim``, ``c <= 0`` or an unknown ``distance``; in ``forward``, a video of
+            the wrong shape.
+    """
+
+    def __init__(
+        self,
+        *,
+        num_seq: int,
+        seq_len: int,
+        pred_step: int,
+        img_dim: int,
+        feature_dim: int = 64,
+        encoder_width: int = 16,
+        hyperbolic: bool = True,
+        use_transformer: bool = True,
+        num_heads: int = 8,
+        transformer_layers: int = 4,
+        transformer_dropout: float = 0.1,
+        c: float = 1.0,
+        distance: str = "regular",
+        fp64_hyper: bool = False,
+        gru_layers: int = 1,
+        gru_kernel: int = 1,
+    ) -> None:
+        super().__init__()
+        sizes = {
+            "num_seq": num_seq,
+            "seq_len": seq_len,
+            "pred_step": pred_step,
+            "img_dim": img_dim,
+            "feature_dim": feature_dim,
+            "encoder_width": encoder_width,
+            "num_heads": num_heads,
+            "transformer_layers": transformer_layers,
+            "gru_layers": gru_layers,
+            "gru_kernel": gru_kernel,
+        }
+        for name, value in sizes.items():
+            if value <= 0:
+                raise ValueError(f"{name} must be positive, got {value}")
+        if pred_step >= num_seq:
+            raise ValueError(f"pred_step ({pred_step}) must be smaller than num_seq ({num_seq})")
+        if img_dim % 8:
+            raise ValueError(f"img_dim must be a multiple of 8, got {img_dim}")
+        if use_transformer and not hyperbolic:
+            raise ValueError("use_transformer requires hyperbolic (the transformer is hyperbolic)")
+        if use_transformer and feature_dim % num_heads:
+            raise ValueError(f"num_heads ({num_heads}) must divide feature_dim ({feature_dim})")
+        if not c > 0.0:
+            raise ValueError(f"c must be positive, got {c}")
+        if distance not in DISTANCES:
+            raise ValueError(f"distance must be one of {DISTANCES}, got {distance!r}")
+        if not 0.0 <= transformer_dropout < 1.0:
+            raise ValueError(f"transformer_dropout must be in [0, 1), got {transformer_dropout}")
+        self.num_seq = num_seq
+        self.seq_len = seq_len
+        self.pred_step = pred_step
+        self.img_dim = img_dim
+        self.feature_dim = feature_dim
+        self.hyperbolic = hyperbolic
+        self.use_transformer = use_transformer
+        self.c = float(c)
+        self.distance = distance
+        self.fp64_hyper = fp64_hyper
+        self.encoder = BlockEncoder3D(encoder_width, feature_dim)
+        self.aggregator: nn.Module
+        if use_transformer:
+            self.aggregator = build_hyperbolic_aggregator(
+                feature_dim, num_heads, transformer_layers, transformer_dropout, c=self.c
+            )
+        else:
+            self.aggregator = ConvGRU(feature_dim, feature_dim, gru_kernel, gru_layers)
+        # The transformer reads the past once; the rollout then advances a ConvGRU cell started
+        # at logmap0 of the transformer's context (the ConvGRU aggregator rolls out itself).
+        self.rollout_cell: ConvGRUCell | None = (
+            ConvGRUCell(feature_dim, feature_dim, gru_kernel) if use_transformer else None
+        )
+        self.predictor = nn.Sequential(
+            nn.Conv2d(feature_dim, feature_dim, 1),
+            nn.ReLU(inplace=True),
+            nn.Conv2d(feature_dim, feature_dim, 1),
+        )
+
+    @contextlib.contextmanager
+    def _hyper(self) -> Iterator[None]:
+        """The precision context of hyperbolic computations (float64 under ``fp64_hyper``)."""
+        if self.fp64_hyper:
+            with poincare.upcast(torch.float64):
+                yield
+        else:
+            yield
+
+    def encode(self, video: Tensor) -> Tensor:
+        """``video (B, N, 3, L, H, W)`` -> Euclidean features ``(B, N, D, h, w)``."""
+        expected = (self.num_seq, 3, self.seq_len, self.img_dim, self.img_dim)
+        if video.dim() != 6 or tuple(video.shape[1:]) != expected:
+            raise ValueError(
+                f"video must have shape (B, {', '.join(map(str, expected))}), "
+                f"got {tuple(video.shape)}"
+            )
+        b, n = video.shape[:2]
+        z: Tensor = self.encoder(video.reshape(b * n, *video.shape[2:]))
+        return z.reshape(b, n, *z.shape[1:])
+
+    def to_ball(self, x: Tensor) -> Tensor:
+        """Map feature vectors ``x (..., D)`` to the model's space.
+
+        Hyperbolic: ``project(expmap0(x))`` in the ball of curvature ``-c`` (float64 under
+        ``fp64_hyper``); Euclidean: ``x`` unchanged.
+        """
+        if not self.hyperbolic:
+            return x
+        with self._hyper():
+            if self.fp64_hyper:
+                x = x.double()
+            out: Tensor = poincare.project(poincare.expmap0(x, c=self.c), c=self.c)
+        return out
+
+    def _rollout_gru(self, z_ctx: Tensor) -> Tensor:
+        gru = self.aggregator
+        assert isinstance(gru, ConvGRU)
+        hidden: list[Tensor] | None = None
+        for t in range(z_ctx.shape[1]):
+            hidden = gru.step(z_ctx[:, t], hidden)
+        assert hidden is not None
+        preds: list[Tensor] = []
+        for k in range(self.pred_step):
+            p = self.predictor(hidden[-1])
+            preds.append(p)
+            if k + 1 < self.pred_step:
+                hidden = gru.step(p, hidden)
+        return torch.stack(preds, dim=1)
+
+    def _rollout_transformer(self, z_ctx: Tensor) -> Tensor:
+        with self._hyper():
+            _, context = self.aggregator(z_ctx)
+            hidden = _channels_last_op(poincare.logmap0, context, self.c).to(z_ctx.dtype)
+        assert self.rollout_cell is not None
+        preds: list[Tensor] = []
+        for k in range(self.pred_step):
+            p = self.predictor(hidden)
+            preds.append(p)
+            if k + 1 < self.pred_step:
+                hidden = self.rollout_cell(p, hidden)
+        return torch.stack(preds, dim=1)
+
+    def forward(self, video: Tensor) -> tuple[Tensor, Tensor]:
+        """``video (B, N, 3, L, H, W)`` -> ``(pred, target)``, each ``(B, P, h, w, D)``."""
+        z = self.encode(video)
+        n_ctx = self.num_seq - self.pred_step
+        z_ctx, z_future = z[:, :n_ctx], z[:, n_ctx:]
+        if self.use_transformer:
+            pred = self._rollout_transformer(z_ctx)
+        else:
+            pred = self._rollout_gru(z_ctx)
+        pred = self.to_ball(pred.permute(0, 1, 3, 4, 2))
+        target = self.to_ball(z_future.permute(0, 1, 3, 4, 2))
+        return pred, target
+
+    def loss(self, video: Tensor) -> ContrastiveOutput:
+        """The contrastive loss of :mod:`models.loss` on a batch ``video (B, N, 3, L, H, W)``."""
+        pred, target = self(video)
+        with self._hyper():
+            out = contrastive_loss(
+                pred,
+                target,
+                hyperbolic=self.hyperbolic,
+                distance=self.distance,
+                c=self.c,
+                fp64=self.fp64_hyper,
+            )
+        return ContrastiveOutput(
+            loss=out.loss.to(video.dtype),
+            top1=out.top1,
+            top5=out.top5,
+            num_candidates=out.num_candidates,
+        )

@@ -1,0 +1,496 @@
+"""The training loop of the video future-prediction model.
+
+``run(config)`` builds the model, the optimiser (AdamW, or geoopt's RiemannianAdam when a
+parameter lives on a manifold), a warm-up + cosine learning-rate schedule, and trains on the
+procedural sprite videos of :mod:`training.data`, validating after every epoch with the
+top-1/top-5 accuracy of future retrieval. The run folder receives ``config.json``,
+``metrics.jsonl``, ``metrics.csv``, ``checkpoint_last.pt``, ``checkpoint_best.pt`` and
+``curves.png``.
+
+Nothing is lost: ``checkpoint_last.pt`` is written atomically at the end of every epoch and
+whenever SIGINT/SIGTERM (or an ``on_step`` hook) asks to stop, at the next step boundary,
+with the position inside the epoch. Because every batch is a pure function of
+``(seed, epoch, index)`` and the generators' states are saved, a resumed run reproduces the
+uninterrupted one bit for bit on the CPU.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import math
+import random
+import signal
+import sys
+import threading
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+from types import FrameType
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+from torch.utils.data import DataLoader
+
+from models.video import VideoFuturePredictor
+from training.checkpoint import (
+    atomic_write_text,
+    check_compatible,
+    get_rng_state,
+    load_checkpoint,
+    save_checkpoint,
+    set_rng_state,
+)
+from training.config import TrainConfig
+from training.data import SpriteBatch, SpriteVideoConfig, SpriteVideos
+from training.metrics import plot_curves, write_metrics
+
+__all__ = [
+    "RunResult",
+    "TrainingDivergedError",
+    "WarmupCosine",
+    "build_model",
+    "build_optimizer",
+    "evaluate",
+    "resolve_device",
+    "run",
+]
+
+
+class TrainingDivergedError(RuntimeError):
+    """The loss stayed non-finite for ``max_nonfinite`` consecutive steps."""
+
+
+@dataclass
+class RunResult:
+    """What :func:`run` returns.
+
+    Attributes:
+        out_dir: the run folder.
+        history: one metrics dict per finished epoch (as in ``metrics.jsonl``).
+        interrupted: the run stopped early on a signal or a hook (``stop_signal`` says which
+            signal, 0 for a hook); ``checkpoint_last.pt`` holds where it stopped.
+        step: batches done in all.
+        nonfinite_total: steps skipped because the loss or the gradient was not finite.
+    """
+
+    out_dir: Path
+    history: list[dict[str, Any]]
+    interrupted: bool = False
+    stop_signal: int = 0
+    step: int = 0
+    nonfinite_total: int = 0
+    final: dict[str, Any] = field(default_factory=dict)
+
+
+class WarmupCosine:
+    """Learning-rate factor: linear warm-up over ``warmup`` steps, then a cosine decay to 0
+    at ``total`` steps: ``f(s) = (s+1)/warmup`` for ``s < warmup``, else
+    ``0.5 (1 + cos(π (s - warmup) / (total - warmup)))``, clamped to ``[0, 1]``.
+    """
+
+    def __init__(self, warmup: int, total: int) -> None:
+        if warmup < 0 or total <= 0:
+            raise ValueError(f"need warmup >= 0 and total > 0, got {warmup} and {total}")
+        self.warmup = min(warmup, total - 1)
+        self.total = total
+
+    def __call__(self, step: int) -> float:
+        if step < self.warmup:
+            return (step + 1) / self.warmup
+        span = max(1, self.total - self.warmup)
+        progress = min(1.0, (step - self.warmup) / span)
+        return 0.5 * (1.0 + math.cos(math.pi * progress))
+
+
+def resolve_device(name: str) -> torch.device:
+    """``cpu``, ``cuda`` or ``auto`` (CUDA when available) -> a device.
+
+    Raises ``ValueError`` for another name or for ``cuda`` without a CUDA device.
+    """
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name == "cuda":
+        if not torch.cuda.is_available():
+            raise ValueError("--device cuda was asked for, but no CUDA device is available")
+        return torch.device("cuda")
+    if name == "cpu":
+        return torch.device("cpu")
+    raise ValueError(f"device must be cpu, cuda or auto, got {name!r}")
+
+
+def build_model(config: TrainConfig) -> VideoFuturePredictor:
+    """The :class:`~models.video.VideoFuturePredictor` that ``config`` describes."""
+    return VideoFuturePredictor(
+        num_seq=config.num_seq,
+        seq_len=config.seq_len,
+        pred_step=config.pred_step,
+        img_dim=config.img_dim,
+        feature_dim=config.feature_dim,
+        encoder_width=config.encoder_width,
+        hyperbolic=config.hyperbolic,
+        use_transformer=config.use_transformer,
+        num_heads=config.num_heads,
+        transformer_layers=config.transformer_layers,
+        transformer_dropout=config.transformer_dropout,
+        c=config.curvature,
+        distance=config.distance,
+        fp64_hyper=config.fp64_hyper,
+        gru_layers=config.gru_layers,
+    )
+
+
+def build_optimizer(model: nn.Module, config: TrainConfig) -> torch.optim.Optimizer:
+    """AdamW(lr, weight decay ``wd``), or geoopt's RiemannianAdam when some parameter is a
+    ``geoopt.ManifoldParameter`` (a point of the ball); biases and norm weights get no decay.
+    """
+    decay: list[nn.Parameter] = []
+    no_decay: list[nn.Parameter] = []
+    manifold = False
+    for p in model.parameters():
+        if not p.requires_grad:
+            continue
+        if type(p).__name__ == "ManifoldParameter":
+            manifold = True
+        (no_decay if p.dim() <= 1 else decay).append(p)
+    groups = [
+        {"params": decay, "weight_decay": config.wd},
+        {"params": no_decay, "weight_decay": 0.0},
+    ]
+    if manifold:
+        import geoopt
+
+        opt: torch.optim.Optimizer = geoopt.optim.RiemannianAdam(groups, lr=config.lr, stabilize=10)
+        return opt
+    return torch.optim.AdamW(groups, lr=config.lr)
+
+
+@torch.no_grad()
+def evaluate(
+    model: VideoFuturePredictor, config: TrainConfig, device: torch.device
+) -> dict[str, float]:
+    """Validation metrics on the fixed validation set (``val_batches`` batches, epoch 0 of the
+    ``val`` split): mean loss, top-1/top-5 retrieval accuracy and their chance levels
+    ``1/M`` and ``min(5, M)/M`` with ``M`` the candidates per batch. Uses no global RNG.
+    """
+    was_training = model.training
+    model.eval()
+    data = SpriteVideos(
+        _data_config(config),
+        seed=config.seed,
+        split="val",
+        epoch=0,
+        batch_size=config.batch_size,
+        num_batches=config.val_batches,
+    )
+    losses, top1, top5 = [], [], []
+    candidates = 1
+    skipped = 0
+    try:
+        for i in range(len(data)):
+            out = model.loss(data[i].video.to(device))
+            if not torch.isfinite(out.loss):
+                skipped += 1
+                continue
+            losses.append(out.loss.item())
+            top1.append(out.top1.item())
+            top5.append(out.top5.item())
+            candidates = out.num_candidates
+    finally:
+        model.train(was_training)
+    nan = float("nan")
+    return {
+        "val_loss": float(np.mean(losses)) if losses else nan,
+        "val_top1": float(np.mean(top1)) if top1 else nan,
+        "val_top5": float(np.mean(top5)) if top5 else nan,
+        "chance_top1": 1.0 / candidates,
+        "chance_top5": min(5, candidates) / candidates,
+        "val_candidates": float(candidates),
+        "val_skipped": float(skipped),
+    }
+
+
+def _data_config(config: TrainConfig) -> SpriteVideoConfig:
+    return SpriteVideoConfig(
+        num_seq=config.num_seq,
+        seq_len=config.seq_len,
+        img_dim=config.img_dim,
+        num_distractors=config.num_distractors,
+    )
+
+
+class _StopFlag:
+    """Set by SIGINT/SIGTERM handlers (only a flag: the loop acts at the next step)."""
+
+    def __init__(self) -> None:
+        self.requested = False
+        self.signum = 0
+
+    def handler(self, signum: int, frame: FrameType | None) -> None:
+        self.requested = True
+        self.signum = signum
+
+
+@contextlib.contextmanager
+def _signal_handlers(flag: _StopFlag) -> Iterator[None]:
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    previous = {s: signal.getsignal(s) for s in (signal.SIGINT, signal.SIGTERM)}
+    for s in previous:
+        signal.signal(s, flag.handler)
+    try:
+        yield
+    finally:
+        for s, h in previous.items():
+            signal.signal(s, h)
+
+
+def _say(msg: str) -> None:
+    from tqdm import tqdm
+
+    tqdm.write(msg, file=sys.stderr)
+
+
+def _default_out_dir() -> Path:
+    return Path("runs") / datetime.now(timezone.utc).strftime("%Y%m%d-%H%M%S")
+
+
+def _format_epoch(h: dict[str, Any], epochs: int) -> str:
+    return (
+        f"epoch {h['epoch']}/{epochs}  train loss {h['train_loss']:.4f}  "
+        f"val loss {h['val_loss']:.4f}  val top-1 {100 * h['val_top1']:.2f}%  "
+        f"top-5 {100 * h['val_top5']:.2f}%  (chance {100 * h['chance_top1']:.2f}% / "
+        f"{100 * h['chance_top5']:.2f}%)  skipped {h['train_skipped']}  "
+        f"{h['epoch_seconds']:.1f}s  {h['clips_per_second']:.1f} clips/s"
+    )
+
+
+def run(config: TrainConfig, *, on_step: Callable[[int], bool] | None = None) -> RunResult:
+    """Train (or resume) as ``config`` says; see the module docstring.
+
+    Args:
+        config: the run's settings (validated here).
+        on_step: called after every batch with the number of batches done in all; returning
+            ``True`` stops the run at that step boundary exactly as SIGINT/SIGTERM would
+            (checkpoint with the position inside the epoch, then return).
+
+    Returns:
+        a :class:`RunResult`.
+
+    Raises:
+        ValueError: an invalid ``config`` (the message names the setting).
+        training.checkpoint.CheckpointError: ``resume`` names a missing or corrupt checkpoint,
+            or one made with other architecture/data settings.
+        TrainingDivergedError: ``max_nonfinite`` consecutive non-finite steps (a checkpoint of the
+            state before them is written first).
+    """
+    config.validate()
+    device = resolve_device(config.device)
+    if config.threads > 0:
+        torch.set_num_threads(config.threads)
+    ckpt: dict[str, Any] | None = None
+    if config.resume is not None:
+        ckpt = load_checkpoint(config.resume)
+        notes = check_compatible(ckpt["config"], config.to_dict(), ckpt["path"])
+        for note in notes:
+            _say(f"note: resuming with a changed setting ({note})")
+    if config.out is not None:
+        out_dir = Path(config.out)
+    elif ckpt is not None:
+        out_dir = Path(ckpt["path"]).parent
+    else:
+        out_dir = _default_out_dir()
+    out_dir.mkdir(parents=True, exist_ok=True)
+
+    torch.manual_seed(config.seed)
+    random.seed(config.seed)
+    np.random.seed(config.seed % 2**32)
+    model = build_model(config).to(device)
+    optimizer = build_optimizer(model, config)
+    steps_per_epoch = config.train_batches
+    total_steps = config.epochs * steps_per_epoch
+    scheduler = torch.optim.lr_scheduler.LambdaLR(
+        optimizer, WarmupCosine(config.warmup_steps, total_steps)
+    )
+    epoch, batch_pos, step = 0, 0, 0
+    history: list[dict[str, Any]] = []
+    best_top1 = -math.inf
+    nonfinite_total = 0
+    streak = 0
+    acc: dict[str, float] = {"loss": 0.0, "top1": 0.0, "n": 0.0, "skipped": 0.0, "seconds": 0.0}
+    if ckpt is not None:
+        model.load_state_dict(ckpt["model"])
+        optimizer.load_state_dict(ckpt["optimizer"])
+        scheduler.load_state_dict(ckpt["scheduler"])
+        set_rng_state(ckpt["rng"])
+        epoch, batch_pos, step = int(ckpt["epoch"]), int(ckpt["batch"]), int(ckpt["step"])
+        history = list(ckpt["history"])
+        best_top1 = float(ckpt.get("best_top1", -math.inf))
+        nonfinite_total = int(ckpt.get("nonfinite_total", 0))
+        streak = int(ckpt.get("nonfinite_streak", 0))
+        acc = {k: float(v) for k, v in ckpt.get("epoch_accumulators", acc).items()}
+        _say(f"resumed from {ckpt['path']} at epoch {epoch + 1}, batch {batch_pos}, step {step}")
+    atomic_write_text(out_dir / "config.json", json.dumps(config.to_dict(), indent=2) + "\n")
+
+    def payload() -> dict[str, Any]:
+        return {
+            "config": config.to_dict(),
+            "model": model.state_dict(),
+            "optimizer": optimizer.state_dict(),
+            "scheduler": scheduler.state_dict(),
+            "rng": get_rng_state(),
+            "epoch": epoch,
+            "batch": batch_pos,
+            "step": step,
+            "history": history,
+            "best_top1": best_top1,
+            "nonfinite_total": nonfinite_total,
+            "nonfinite_streak": streak,
+            "epoch_accumulators": dict(acc),
+        }
+
+    flag = _StopFlag()
+    result = RunResult(out_dir=out_dir, history=history)
+    from tqdm import tqdm
+
+    with _signal_handlers(flag):
+        while epoch < config.epochs:
+            data = SpriteVideos(
+                _data_config(config),
+                seed=config.seed,
+                split="train",
+                epoch=epoch,
+                batch_size=config.batch_size,
+                num_batches=steps_per_epoch,
+            )
+            loader: DataLoader[SpriteBatch] = DataLoader(
+                data,
+                batch_size=None,
+                sampler=list(range(batch_pos, steps_per_epoch)),
+                num_workers=config.num_workers,
+                generator=torch.Generator(),
+            )
+            model.train()
+            bar = tqdm(
+                total=steps_per_epoch,
+                initial=batch_pos,
+                desc=f"epoch {epoch + 1}/{config.epochs}",
+                unit="batch",
+                disable=not config.progress,
+                dynamic_ncols=True,
+                leave=False,
+            )
+            t_last = time.perf_counter()
+            stop = flag.requested
+            for batch in [] if stop else loader:
+                video = batch.video.to(device, non_blocking=True)
+                out = model.loss(video)
+                ok = bool(torch.isfinite(out.loss))
+                if ok:
+                    optimizer.zero_grad(set_to_none=True)
+                    torch.autograd.backward(out.loss)
+                    params = [p for p in model.parameters() if p.grad is not None]
+                    if config.grad_clip > 0:
+                        gnorm = torch.nn.utils.clip_grad_norm_(params, config.grad_clip)
+                    else:
+                        gnorm = torch.linalg.vector_norm(
+                            torch.stack([torch.linalg.vector_norm(p.grad) for p in params])
+                        )
+                    ok = bool(torch.isfinite(gnorm))
+                    if ok:
+                        optimizer.step()
+                    optimizer.zero_grad(set_to_none=True)
+                scheduler.step()
+                batch_pos += 1
+                step += 1
+                now = time.perf_counter()
+                acc["seconds"] += now - t_last
+                t_last = now
+                if ok:
+                    streak = 0
+                    acc["loss"] += out.loss.item()
+                    acc["top1"] += out.top1.item()
+                    acc["n"] += 1
+                else:
+                    streak += 1
+                    nonfinite_total += 1
+                    acc["skipped"] += 1
+                    _say(
+                        f"warning: non-finite loss or gradient at epoch {epoch + 1}, batch "
+                        f"{batch_pos}: step skipped ({streak} in a row, {nonfinite_total} in all)"
+                    )
+                    if streak >= config.max_nonfinite:
+                        save_checkpoint(out_dir / "checkpoint_last.pt", payload())
+                        bar.close()
+                        raise TrainingDivergedError(
+                            f"the loss or gradient was non-finite for {streak} consecutive "
+                            f"steps (epoch {epoch + 1}, step {step}); stopping. The state "
+                            f"before is in {out_dir / 'checkpoint_last.pt'}. Try --fp64_hyper, "
+                            "a smaller --lr or a smaller --grad_clip."
+                        )
+                if config.progress:
+                    bar.update(1)
+                    n = max(acc["n"], 1.0)
+                    speed = config.batch_size * (acc["n"] + acc["skipped"]) / acc["seconds"]
+                    bar.set_postfix(
+                        loss=f"{acc['loss'] / n:.3f}",
+                        top1=f"{100 * acc['top1'] / n:.1f}%",
+                        clips_s=f"{speed:.1f}",
+                    )
+                if on_step is not None and on_step(step):
+                    flag.requested = True
+                if flag.requested:
+                    stop = True
+                    break
+            bar.close()
+            if stop:
+                save_checkpoint(out_dir / "checkpoint_last.pt", payload())
+                _say(
+                    f"stopped at epoch {epoch + 1}, batch {batch_pos} (step {step}); "
+                    f"checkpoint saved to {out_dir / 'checkpoint_last.pt'}"
+                )
+                result.interrupted = True
+                result.stop_signal = flag.signum
+                break
+            val = evaluate(model, config, device)
+            n = max(acc["n"], 1.0)
+            record: dict[str, Any] = {
+                "epoch": epoch + 1,
+                "step": step,
+                "lr": optimizer.param_groups[0]["lr"],
+                "train_loss": acc["loss"] / n if acc["n"] else float("nan"),
+                "train_top1": acc["top1"] / n if acc["n"] else float("nan"),
+                "train_skipped": int(acc["skipped"]),
+                **val,
+                "epoch_seconds": acc["seconds"],
+                "clips_per_second": config.batch_size
+                * (acc["n"] + acc["skipped"])
+                / max(acc["seconds"], 1e-9),
+            }
+            history.append(record)
+            epoch += 1
+            batch_pos = 0
+            acc = {k: 0.0 for k in acc}
+            improved = math.isfinite(record["val_top1"]) and record["val_top1"] > best_top1
+            if improved:
+                best_top1 = record["val_top1"]
+            save_checkpoint(out_dir / "checkpoint_last.pt", payload())
+            if improved:
+                save_checkpoint(out_dir / "checkpoint_best.pt", payload())
+            write_metrics(out_dir, history)
+            plot_curves(out_dir / "curves.png", history)
+            _say(_format_epoch(record, config.epochs))
+            if flag.requested:
+                result.interrupted = True
+                result.stop_signal = flag.signum
+                _say(f"stopped after epoch {epoch}; checkpoint saved")
+                break
+    result.step = step
+    result.nonfinite_total = nonfinite_total
+    result.final = history[-1] if history else {}
+    return result
