@@ -16,6 +16,14 @@ aggregation is one matrix product ``w @ h`` per head. For the ``"cosh"`` score,
 the score is a plain dot product of augmented vectors and the whole attention runs inside
 :func:`torch.nn.functional.scaled_dot_product_attention`; no ``(..., N, M, D)`` tensor is formed
 for any score.
+
+Accuracy. The midpoint is formed from the Minkowski norm of the Lorentz sums, which cancels
+for far-out values. On the explicit path (``"distance"``, ``"squared"``, or any score with
+``need_weights=True``) the value coordinates and their sums are formed in float64, and the
+output stays accurate for points over the whole representable radius of float32. The fused
+``"cosh"`` path computes in the compute dtype, where Lorentz coordinates saturate at about half
+the representable radius (about 8.7 at ``c = 1`` in float32, 18.7 in float64): beyond it, run
+under ``poincare.upcast(torch.float64)``, which covers every float32 input.
 """
 
 from __future__ import annotations
@@ -141,11 +149,12 @@ def hyperbolic_attention(
         beta = beta.to(dtype)
     score_shape = (*q.shape[:-2], q.shape[-2], k.shape[-2])
     mask, dead = _prepare_mask(attn_mask, is_causal, score_shape, dtype, q.device)
-    qa, ka, hv = _encode(q, k, v, c=c, beta=beta, score=score)
+    fast = score == "cosh" and not need_weights
+    qa, ka, va = _encode(q, k, v, c=c, beta=beta, score=score, fast=fast)
     agg, weights = _aggregate(
         qa,
         ka,
-        hv,
+        va,
         c=c,
         beta=beta,
         score=score,
@@ -154,7 +163,7 @@ def hyperbolic_attention(
         dropout_p=dropout_p,
         need_weights=need_weights,
     )
-    out = _decode(agg, dead, c=c)
+    out = _decode(agg, dead, c=c, dtype=dtype)
     if weights is not None:
         if dead is not None:
             weights = weights.masked_fill(dead, 0.0)
@@ -199,27 +208,26 @@ def _prepare_mask(
 
 
 def _encode(
-    q: Tensor, k: Tensor, v: Tensor, *, c: float, beta: Tensor | float, score: str
+    q: Tensor, k: Tensor, v: Tensor, *, c: float, beta: Tensor | float, score: str, fast: bool
 ) -> tuple[Tensor, Tensor, Tensor]:
-    """Per-token inputs of the aggregation: (query, key, Lorentz coordinates of the values).
+    """Per-token inputs of :func:`_aggregate`: (queries, keys, values).
 
     For ``"cosh"`` the queries become ``beta c (-h_0, h_s)`` and the keys their Lorentz
     coordinates ``h``, so that ``qa · ka = -beta cosh(sqrt(c) d)``; otherwise q and k pass.
+    On the fused path (``fast``) the values are their Lorentz coordinates; otherwise they stay
+    points and :func:`_aggregate` forms their Lorentz coordinates in float64.
     """
-    hv = P.poincare_to_lorentz(v, c=c)
+    hv = P.poincare_to_lorentz(v, c=c) if fast else v
     if score == "cosh":
-        return (
-            _lorentz_query(P.poincare_to_lorentz(q, c=c), beta, c),
-            P.poincare_to_lorentz(k, c=c),
-            hv,
-        )
+        hq = _lorentz_query(P.poincare_to_lorentz(q, c=c), beta, c)
+        return hq, P.poincare_to_lorentz(k, c=c), hv
     return q, k, hv
 
 
 def _aggregate(
     qa: Tensor,
     ka: Tensor,
-    hv: Tensor,
+    v: Tensor,
     *,
     c: float,
     beta: Tensor | float,
@@ -229,13 +237,16 @@ def _aggregate(
     dropout_p: float,
     need_weights: bool,
 ) -> tuple[Tensor, Tensor | None]:
-    """``(w @ hv, w or None)`` with ``w = softmax(scores + mask)`` (dropout applied)."""
+    """``(w @ h, w or None)``: ``w = softmax(scores + mask)`` (dropout applied) and ``h`` the
+    Lorentz coordinates of the values (``v`` holds them already on the fused ``"cosh"`` path
+    without weights, which runs in ``scaled_dot_product_attention``; otherwise ``v`` holds the
+    value points and the product is formed in float64)."""
     n, m = qa.shape[-2], ka.shape[-2]
     if score == "cosh" and not need_weights:
         agg = F.scaled_dot_product_attention(
             qa,
             ka,
-            hv,
+            v,
             attn_mask=mask,
             dropout_p=dropout_p,
             is_causal=is_causal and mask is None,
@@ -254,11 +265,16 @@ def _aggregate(
     w = torch.softmax(s, dim=-1)
     if dropout_p > 0.0:
         w = F.dropout(w, dropout_p, True)
-    return torch.matmul(w, hv), (w if need_weights else None)
+    # The midpoint is formed from the Minkowski norm of the Lorentz sums, which cancels; below
+    # float64 the Lorentz coordinates of the value points and their sums are therefore formed
+    # in float64, which keeps the midpoint accurate over the whole representable radius.
+    hv = P.poincare_to_lorentz(v.to(torch.float64), c=c)
+    agg = torch.matmul(w.to(torch.float64), hv)
+    return agg, (w if need_weights else None)
 
 
-def _decode(agg: Tensor, dead: Tensor | None, *, c: float) -> Tensor:
-    """The Poincaré point of the Klein midpoint ``(Σ w h_s) / (sqrt(c) Σ w h_0)``.
+def _decode(agg: Tensor, dead: Tensor | None, *, c: float, dtype: torch.dtype) -> Tensor:
+    """The Poincaré point (in ``dtype``) of the Klein midpoint ``(Σ w h_s) / (sqrt(c) Σ w h_0)``.
 
     ``Σ w h_0 > 0`` unless every weight of the row is zero (then, and on ``dead`` rows, the
     result is the origin).
@@ -266,6 +282,8 @@ def _decode(agg: Tensor, dead: Tensor | None, *, c: float) -> Tensor:
     den = agg[..., :1]
     den = torch.where(den > 0, den, torch.ones_like(den))
     out = P.klein_to_poincare(agg[..., 1:] / (den * math.sqrt(c)), c=c)
+    if out.dtype != dtype:
+        out = P.project(out.to(dtype), c=c)
     if dead is not None:
         out = out.masked_fill(dead, 0.0)
     return out
@@ -547,30 +565,31 @@ class HyperbolicMultiHeadAttention(nn.Module):
         score_shape = (b, self.num_heads, n, m)
         mask, dead = _prepare_mask(mask, is_causal, score_shape, dtype, query.device)
         recompute = self.memory_efficient and torch.is_grad_enabled()
+        fast = self.score == "cosh" and not need_weights
 
         def encode(x_q: Tensor, x_k: Tensor, x_v: Tensor, beta_: Tensor) -> tuple[Tensor, ...]:
             with P.upcast(dtype if dtype == torch.float64 else torch.float32):
-                if fused and self.score == "cosh":
+                if fused and fast:
                     # one Lorentz conversion for the stacked (3, B, heads, L, head_dim) points
                     h = P.poincare_to_lorentz(self._fused_points(x_q, dtype), c=self.c)
                     return _lorentz_query(h[0], beta_, self.c), h[1], h[2]
                 q, k, v = self._project(x_q, x_k, x_v, dtype, fused=fused, shared_kv=shared_kv)
-                return _encode(q, k, v, c=self.c, beta=beta_, score=self.score)
+                return _encode(q, k, v, c=self.c, beta=beta_, score=self.score, fast=fast)
 
         def decode(agg_: Tensor) -> Tensor:
             with P.upcast(dtype if dtype == torch.float64 else torch.float32):
-                out = _decode(agg_, dead, c=self.c)
+                out = _decode(agg_, dead, c=self.c, dtype=dtype)
                 t = P.logmap0(out, c=self.c).transpose(1, 2).reshape(b, n, self.embed_dim)
                 return self.out_proj.forward_tangent(t)
 
         if recompute:
-            qa, ka, hv = checkpoint(encode, query, key, value, beta, use_reentrant=False)
+            qa, ka, va = checkpoint(encode, query, key, value, beta, use_reentrant=False)
         else:
-            qa, ka, hv = encode(query, key, value, beta)
+            qa, ka, va = encode(query, key, value, beta)
         agg, weights = _aggregate(
             qa,
             ka,
-            hv,
+            va,
             c=self.c,
             beta=beta,
             score=self.score,
