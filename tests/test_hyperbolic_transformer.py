@@ -189,6 +189,23 @@ def test_attention_matches_einstein_midpoint(score: str) -> None:
     torch.testing.assert_close(w, torch.softmax(-beta * f, dim=-1), atol=1e-10, rtol=1e-9)
 
 
+@pytest.mark.parametrize(
+    ("score", "radius", "tol"), [("distance", None, 1e-2), ("cosh", 6.0, 1e-2)]
+)
+def test_float32_attention_accuracy(score: str, radius: float | None, tol: float) -> None:
+    """float32 outputs against the float64 Einstein midpoint of the same weights: the explicit
+    path is accurate up to the representable radius, the fused cosh path up to about half."""
+    r = poincare.max_radius(torch.float32) if radius is None else radius
+    q, k, v = (
+        random_points((4, 2, 16, 8), torch.float32, radius=r, seed=s).double() for s in (1, 2, 3)
+    )
+    _, w64 = hyperbolic_attention(q, k, v, score=score, need_weights=True)  # type: ignore[arg-type]
+    assert w64 is not None
+    ref = poincare.einstein_midpoint(v.unsqueeze(-3), w64)
+    out, _ = hyperbolic_attention(q.float(), k.float(), v.float(), score=score)  # type: ignore[arg-type]
+    assert float(poincare.dist(out.double(), ref).max()) < tol
+
+
 def test_attention_curvature_scales_cosh_score() -> None:
     dtype = torch.float64
     c = 0.25
