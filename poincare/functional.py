@@ -8,11 +8,12 @@ Conventions shared by every op:
   :math:`\{x : c\,|x|^2 < 1\}`; write :math:`s_c = \sqrt{c}`.
 * Inputs must be real floating tensors. ``float32`` and ``float64`` compute in their own dtype,
   ``float16``/``bfloat16`` in ``float32``; under :func:`poincare.upcast` every op computes in the
-  requested dtype. :func:`expmap`, :func:`logmap`, :func:`gyration` and :func:`transp`, whose
-  condition number grows like :math:`e^{r}` along long geodesics, compute ``float32`` inputs in
-  ``float64``. Results always come back in the (promoted) dtype of the inputs, and
-  point-valued results are passed through :func:`project` in that dtype, so they are strictly
-  inside the ball *as stored*.
+  requested dtype. The maps and transports (:func:`expmap`, :func:`logmap`, :func:`gyration`,
+  :func:`transp`, :func:`transp0`, :func:`egrad2rgrad`), whose condition number grows like
+  :math:`e^{r}`, compute ``float32`` inputs in ``float64`` and take the gap
+  :math:`1 - c|x|^2` of ``float64`` inputs from a double-double norm. Results always come back
+  in the (promoted) dtype of the inputs, and point-valued results are passed through
+  :func:`project` in that dtype, so they are strictly inside the ball *as stored*.
 * Bad arguments raise ``TypeError``/``ValueError`` naming the argument: a non-tensor or an
   integer/complex dtype, ``c <= 0`` or non-finite ``c``, mismatched last dimensions.
 * Points on or outside the ball are a caller's error (:func:`check_point` detects them). Every op
@@ -698,8 +699,8 @@ def transp0(y: Tensor, v: Tensor, *, c: Curvature = 1.0) -> Tensor:
         ``(..., D)`` tangent vectors at ``y``.
     """
     check_last_dims(y=y, v=v)
-    out, _, cc, (yy, vv) = prepare(c, y=y, v=v)
-    _, _, by = gap(yy, cc.sqrt())
+    out, _, cc, (yy, vv) = prepare(c, wide=True, y=y, v=v)
+    by = gap_precise(yy, cc.sqrt())
     return (by * vv).to(out)
 
 
@@ -715,8 +716,8 @@ def egrad2rgrad(x: Tensor, g: Tensor, *, c: Curvature = 1.0) -> Tensor:
         ``(..., D)`` tangent vectors at ``x``.
     """
     check_last_dims(x=x, g=g)
-    out, _, cc, (xx, gg) = prepare(c, x=x, g=g)
-    _, _, bx = gap(xx, cc.sqrt())
+    out, _, cc, (xx, gg) = prepare(c, wide=True, x=x, g=g)
+    bx = gap_precise(xx, cc.sqrt())
     h = bx / 2
     return (h * h * gg).to(out)
 
