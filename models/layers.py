@@ -199,7 +199,9 @@ class HyperbolicActivation(nn.Module):
 
     def forward(self, x: Tensor) -> Tensor:
         """``expmap0(fn(logmap0(x)))``; ``x``: (..., D) points."""
-        _check_points(x, x.shape[-1] if x.dim() > 0 else -1, "x")
+        if not isinstance(x, Tensor) or x.dim() == 0:
+            raise ValueError("x must be a tensor of points with shape (..., D)")
+        _check_points(x, x.shape[-1], "x")
         in_dtype = x.dtype
         x = x.to(compute_dtype(in_dtype))
         u = self.fn(P.logmap0(x, c=self.c))
