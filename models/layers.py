@@ -199,8 +199,10 @@ class HyperbolicActivation(nn.Module):
 
     def forward(self, x: Tensor) -> Tensor:
         """``expmap0(fn(logmap0(x)))``; ``x``: (..., D) points."""
-        if not isinstance(x, Tensor) or x.dim() == 0:
-            raise ValueError("x must be a tensor of points with shape (..., D)")
+        if not isinstance(x, Tensor):
+            raise TypeError(f"x must be a torch.Tensor, got {type(x).__name__}")
+        if x.dim() == 0:
+            raise ValueError("x must have shape (..., D), got a 0-d tensor")
         _check_points(x, x.shape[-1], "x")
         in_dtype = x.dtype
         x = x.to(compute_dtype(in_dtype))
