@@ -24,6 +24,7 @@ import signal
 import sys
 import threading
 import time
+import warnings
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
@@ -290,6 +291,12 @@ def run(config: TrainConfig, *, on_step: Callable[[int], bool] | None = None) ->
             state before them is written first).
     """
     config.validate()
+    flag = _StopFlag()
+    with _signal_handlers(flag):
+        return _run(config, on_step, flag)
+
+
+def _run(config: TrainConfig, on_step: Callable[[int], bool] | None, flag: _StopFlag) -> RunResult:
     device = resolve_device(config.device)
     if config.threads > 0:
         torch.set_num_threads(config.threads)
@@ -354,142 +361,143 @@ def run(config: TrainConfig, *, on_step: Callable[[int], bool] | None = None) ->
             "epoch_accumulators": dict(acc),
         }
 
-    flag = _StopFlag()
     result = RunResult(out_dir=out_dir, history=history)
     from tqdm import tqdm
 
-    with _signal_handlers(flag):
-        while epoch < config.epochs:
-            data = SpriteVideos(
-                _data_config(config),
-                seed=config.seed,
-                split="train",
-                epoch=epoch,
-                batch_size=config.batch_size,
-                num_batches=steps_per_epoch,
-            )
-            loader: DataLoader[SpriteBatch] = DataLoader(
-                data,
-                batch_size=None,
-                sampler=list(range(batch_pos, steps_per_epoch)),
-                num_workers=config.num_workers,
-                generator=torch.Generator(),
-            )
-            model.train()
-            bar = tqdm(
-                total=steps_per_epoch,
-                initial=batch_pos,
-                desc=f"epoch {epoch + 1}/{config.epochs}",
-                unit="batch",
-                disable=not config.progress,
-                dynamic_ncols=True,
-                leave=False,
-            )
-            t_last = time.perf_counter()
-            stop = flag.requested
-            for batch in [] if stop else loader:
-                video = batch.video.to(device, non_blocking=True)
-                out = model.loss(video)
-                ok = bool(torch.isfinite(out.loss))
-                if ok:
-                    optimizer.zero_grad(set_to_none=True)
-                    torch.autograd.backward(out.loss)
-                    params = [p for p in model.parameters() if p.grad is not None]
-                    if config.grad_clip > 0:
-                        gnorm = torch.nn.utils.clip_grad_norm_(params, config.grad_clip)
-                    else:
-                        gnorm = torch.linalg.vector_norm(
-                            torch.stack([torch.linalg.vector_norm(p.grad) for p in params])
-                        )
-                    ok = bool(torch.isfinite(gnorm))
-                    if ok:
-                        optimizer.step()
-                    optimizer.zero_grad(set_to_none=True)
-                scheduler.step()
-                batch_pos += 1
-                step += 1
-                now = time.perf_counter()
-                acc["seconds"] += now - t_last
-                t_last = now
-                if ok:
-                    streak = 0
-                    acc["loss"] += out.loss.item()
-                    acc["top1"] += out.top1.item()
-                    acc["n"] += 1
+    while epoch < config.epochs:
+        data = SpriteVideos(
+            _data_config(config),
+            seed=config.seed,
+            split="train",
+            epoch=epoch,
+            batch_size=config.batch_size,
+            num_batches=steps_per_epoch,
+        )
+        loader: DataLoader[SpriteBatch] = DataLoader(
+            data,
+            batch_size=None,
+            sampler=list(range(batch_pos, steps_per_epoch)),
+            num_workers=config.num_workers,
+            generator=torch.Generator(),
+        )
+        model.train()
+        bar = tqdm(
+            total=steps_per_epoch,
+            initial=batch_pos,
+            desc=f"epoch {epoch + 1}/{config.epochs}",
+            unit="batch",
+            disable=not config.progress,
+            dynamic_ncols=True,
+            leave=False,
+        )
+        t_last = time.perf_counter()
+        stop = flag.requested
+        for batch in [] if stop else loader:
+            video = batch.video.to(device, non_blocking=True)
+            out = model.loss(video)
+            ok = bool(torch.isfinite(out.loss))
+            if ok:
+                optimizer.zero_grad(set_to_none=True)
+                torch.autograd.backward(out.loss)
+                params = [p for p in model.parameters() if p.grad is not None]
+                if config.grad_clip > 0:
+                    gnorm = torch.nn.utils.clip_grad_norm_(params, config.grad_clip)
                 else:
-                    streak += 1
-                    nonfinite_total += 1
-                    acc["skipped"] += 1
-                    _say(
-                        f"warning: non-finite loss or gradient at epoch {epoch + 1}, batch "
-                        f"{batch_pos}: step skipped ({streak} in a row, {nonfinite_total} in all)"
+                    gnorm = torch.linalg.vector_norm(
+                        torch.stack([torch.linalg.vector_norm(p.grad) for p in params])
                     )
-                    if streak >= config.max_nonfinite:
-                        save_checkpoint(out_dir / "checkpoint_last.pt", payload())
-                        bar.close()
-                        raise TrainingDivergedError(
-                            f"the loss or gradient was non-finite for {streak} consecutive "
-                            f"steps (epoch {epoch + 1}, step {step}); stopping. The state "
-                            f"before is in {out_dir / 'checkpoint_last.pt'}. Try --fp64_hyper, "
-                            "a smaller --lr or a smaller --grad_clip."
-                        )
-                if config.progress:
-                    bar.update(1)
-                    n = max(acc["n"], 1.0)
-                    speed = config.batch_size * (acc["n"] + acc["skipped"]) / acc["seconds"]
-                    bar.set_postfix(
-                        loss=f"{acc['loss'] / n:.3f}",
-                        top1=f"{100 * acc['top1'] / n:.1f}%",
-                        clips_s=f"{speed:.1f}",
-                    )
-                if on_step is not None and on_step(step):
-                    flag.requested = True
-                if flag.requested:
-                    stop = True
-                    break
-            bar.close()
-            if stop:
-                save_checkpoint(out_dir / "checkpoint_last.pt", payload())
+                ok = bool(torch.isfinite(gnorm))
+                if ok:
+                    optimizer.step()
+                optimizer.zero_grad(set_to_none=True)
+            with warnings.catch_warnings():
+                # a skipped step still advances the schedule, which follows the batch position
+                warnings.filterwarnings("ignore", "Detected call of `lr_scheduler.step()`")
+                scheduler.step()
+            batch_pos += 1
+            step += 1
+            now = time.perf_counter()
+            acc["seconds"] += now - t_last
+            t_last = now
+            if ok:
+                streak = 0
+                acc["loss"] += out.loss.item()
+                acc["top1"] += out.top1.item()
+                acc["n"] += 1
+            else:
+                streak += 1
+                nonfinite_total += 1
+                acc["skipped"] += 1
                 _say(
-                    f"stopped at epoch {epoch + 1}, batch {batch_pos} (step {step}); "
-                    f"checkpoint saved to {out_dir / 'checkpoint_last.pt'}"
+                    f"warning: non-finite loss or gradient at epoch {epoch + 1}, batch "
+                    f"{batch_pos}: step skipped ({streak} in a row, {nonfinite_total} in all)"
                 )
-                result.interrupted = True
-                result.stop_signal = flag.signum
-                break
-            val = evaluate(model, config, device)
-            n = max(acc["n"], 1.0)
-            record: dict[str, Any] = {
-                "epoch": epoch + 1,
-                "step": step,
-                "lr": optimizer.param_groups[0]["lr"],
-                "train_loss": acc["loss"] / n if acc["n"] else float("nan"),
-                "train_top1": acc["top1"] / n if acc["n"] else float("nan"),
-                "train_skipped": int(acc["skipped"]),
-                **val,
-                "epoch_seconds": acc["seconds"],
-                "clips_per_second": config.batch_size
-                * (acc["n"] + acc["skipped"])
-                / max(acc["seconds"], 1e-9),
-            }
-            history.append(record)
-            epoch += 1
-            batch_pos = 0
-            acc = {k: 0.0 for k in acc}
-            improved = math.isfinite(record["val_top1"]) and record["val_top1"] > best_top1
-            if improved:
-                best_top1 = record["val_top1"]
-            save_checkpoint(out_dir / "checkpoint_last.pt", payload())
-            if improved:
-                save_checkpoint(out_dir / "checkpoint_best.pt", payload())
-            write_metrics(out_dir, history)
-            plot_curves(out_dir / "curves.png", history)
-            _say(_format_epoch(record, config.epochs))
+                if streak >= config.max_nonfinite:
+                    save_checkpoint(out_dir / "checkpoint_last.pt", payload())
+                    bar.close()
+                    raise TrainingDivergedError(
+                        f"the loss or gradient was non-finite for {streak} consecutive "
+                        f"steps (epoch {epoch + 1}, step {step}); stopping. The state "
+                        f"before is in {out_dir / 'checkpoint_last.pt'}. Try --fp64_hyper, "
+                        "a smaller --lr or a smaller --grad_clip."
+                    )
+            if config.progress:
+                bar.update(1)
+                n = max(acc["n"], 1.0)
+                speed = config.batch_size * (acc["n"] + acc["skipped"]) / acc["seconds"]
+                bar.set_postfix(
+                    loss=f"{acc['loss'] / n:.3f}",
+                    top1=f"{100 * acc['top1'] / n:.1f}%",
+                    clips_s=f"{speed:.1f}",
+                )
+            if on_step is not None and on_step(step):
+                flag.requested = True
             if flag.requested:
-                result.interrupted = True
-                result.stop_signal = flag.signum
-                _say(f"stopped after epoch {epoch}; checkpoint saved")
+                stop = True
                 break
+        bar.close()
+        if stop:
+            save_checkpoint(out_dir / "checkpoint_last.pt", payload())
+            _say(
+                f"stopped at epoch {epoch + 1}, batch {batch_pos} (step {step}); "
+                f"checkpoint saved to {out_dir / 'checkpoint_last.pt'}"
+            )
+            result.interrupted = True
+            result.stop_signal = flag.signum
+            break
+        val = evaluate(model, config, device)
+        n = max(acc["n"], 1.0)
+        record: dict[str, Any] = {
+            "epoch": epoch + 1,
+            "step": step,
+            "lr": optimizer.param_groups[0]["lr"],
+            "train_loss": acc["loss"] / n if acc["n"] else float("nan"),
+            "train_top1": acc["top1"] / n if acc["n"] else float("nan"),
+            "train_skipped": int(acc["skipped"]),
+            **val,
+            "epoch_seconds": acc["seconds"],
+            "clips_per_second": config.batch_size
+            * (acc["n"] + acc["skipped"])
+            / max(acc["seconds"], 1e-9),
+        }
+        history.append(record)
+        epoch += 1
+        batch_pos = 0
+        acc = {k: 0.0 for k in acc}
+        improved = math.isfinite(record["val_top1"]) and record["val_top1"] > best_top1
+        if improved:
+            best_top1 = record["val_top1"]
+        save_checkpoint(out_dir / "checkpoint_last.pt", payload())
+        if improved:
+            save_checkpoint(out_dir / "checkpoint_best.pt", payload())
+        write_metrics(out_dir, history)
+        plot_curves(out_dir / "curves.png", history)
+        _say(_format_epoch(record, config.epochs))
+        if flag.requested:
+            result.interrupted = True
+            result.stop_signal = flag.signum
+            _say(f"stopped after epoch {epoch}; checkpoint saved")
+            break
     result.step = step
     result.nonfinite_total = nonfinite_total
     result.final = history[-1] if history else {}
