@@ -412,7 +412,7 @@ def _run(config: TrainConfig, on_step: Callable[[int], bool] | None, flag: _Stop
                 optimizer.zero_grad(set_to_none=True)
             with warnings.catch_warnings():
                 # a skipped step still advances the schedule, which follows the batch position
-                warnings.filterwarnings("ignore", "Detected call of `lr_scheduler.step()`")
+                warnings.filterwarnings("ignore", "Detected call of `lr_scheduler", UserWarning)
                 scheduler.step()
             batch_pos += 1
             step += 1
