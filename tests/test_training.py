@@ -325,3 +325,20 @@ def test_rng_state_round_trip_and_atomic_write(tmp_path: Path) -> None:
     atomic_write_bytes(target, b"two")
     assert target.read_bytes() == b"two"
     assert [p.name for p in tmp_path.iterdir()] == ["f.bin"]
+
+
+@pytest.mark.filterwarnings("ignore::DeprecationWarning")
+def test_optimizer_is_riemannian_for_ball_parameters() -> None:
+    import geoopt
+
+    from training.trainer import build_optimizer
+
+    plain = torch.nn.Linear(2, 2)
+    assert isinstance(build_optimizer(plain, TrainConfig()), torch.optim.AdamW)
+    ball = geoopt.PoincareBall()
+    module = torch.nn.Module()
+    module.point = geoopt.ManifoldParameter(torch.zeros(3), manifold=ball)
+    module.lin = torch.nn.Linear(3, 3)
+    opt = build_optimizer(module, TrainConfig())
+    assert isinstance(opt, geoopt.optim.RiemannianAdam)
+    assert sum(len(g["params"]) for g in opt.param_groups) == 3
