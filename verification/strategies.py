@@ -492,7 +492,7 @@ def weights(
     """Nonnegative weights of shape ``shape`` (the last dimension indexes the weighted points).
 
     Each row is one of: all ones; a one-hot row; or entries that are independently zero, uniform
-    in ``(0, 1]``, or ``10**e`` with ``|e| <= max_log10_ratio / 2`` (default 12 for float32 and 24
+    in ``[10**(-max_log10_ratio / 2), 1]`` (so representable in ``dtype``), or ``10**e`` with ``|e| <= max_log10_ratio / 2`` (default 12 for float32 and 24
     for float64, so two weights can differ by a factor up to ``10**max_log10_ratio``). A row is
     never all zero: if every entry came out zero, one drawn entry is set to 1. Raises
     ``ValueError`` on an empty last dimension.
@@ -518,7 +518,7 @@ def weights(
         else:
             entry = st.one_of(
                 st.just(0.0),
-                st.floats(min_value=0.0, max_value=1.0, exclude_min=True),
+                st.floats(min_value=10.0 ** (-span / 2), max_value=1.0),
                 st.floats(min_value=-span / 2, max_value=span / 2).map(lambda e: 10.0**e),
             )
             row = draw(st.lists(entry, min_size=n, max_size=n))
