@@ -17,7 +17,7 @@ on the CPU:
   ``poincare.einstein_midpoint`` over ``(..., N, M, D)`` (skipped above ``--naive-max``).
 
 Time: the median over rounds of the forward+backward wall time of each implementation, and the
-median of the per-round ratios to ``euclid``. Memory: the bytes of the distinct tensor storages
+medians of the per-round ratios to ``euclid`` and to ``eucl-sdpa`` ("vs sdpa"). Memory: the bytes of the distinct tensor storages
 saved for backward by autograd (``torch.autograd.graph.saved_tensors_hooks``), i.e. the
 activation memory a training step holds between forward and backward; parameters and inputs
 are excluded.
@@ -162,8 +162,8 @@ def main() -> None:
         "of impl/euclid; memory = bytes saved for backward"
     )
     header = (
-        f"{'N':>5} {'impl':>10} {'median ms':>10} {'time ratio':>10} {'saved MiB':>10} "
-        f"{'mem ratio':>9}"
+        f"{'N':>5} {'impl':>10} {'median ms':>10} {'time ratio':>10} {'vs sdpa':>8} "
+        f"{'saved MiB':>10} {'mem ratio':>9} {'vs sdpa':>8}"
     )
     print(header)
     print("-" * len(header))
@@ -182,13 +182,15 @@ def main() -> None:
         mem = {k: saved_bytes(steps[k], x) for k in names}
         for name in names:
             ratios = [t / e for t, e in zip(times[name], times["euclid"], strict=True)]
+            ratios_sdpa = [t / e for t, e in zip(times[name], times["eucl-sdpa"], strict=True)]
             print(
                 f"{n:>5} {name:>10} {1e3 * statistics.median(times[name]):>10.2f} "
-                f"{statistics.median(ratios):>10.2f} {mem[name] / 2**20:>10.2f} "
-                f"{mem[name] / mem['euclid']:>9.2f}"
+                f"{statistics.median(ratios):>10.2f} {statistics.median(ratios_sdpa):>8.2f} "
+                f"{mem[name] / 2**20:>10.2f} {mem[name] / mem['euclid']:>9.2f} "
+                f"{mem[name] / mem['eucl-sdpa']:>8.2f}"
             )
         if "naive" not in names:
-            print(f"{n:>5} {'naive':>10} {'skipped (N x N x D tensors too large)':>44}")
+            print(f"{n:>5} {'naive':>10}   skipped (its N x N x D tensors are too large)")
 
 
 if __name__ == "__main__":

@@ -243,16 +243,20 @@ def _aggregate(
     value points and the product is formed in float64)."""
     n, m = qa.shape[-2], ka.shape[-2]
     if score == "cosh" and not need_weights:
+        # The fused CPU kernel is markedly slower for odd head sizes: pad with a zero column,
+        # which changes neither the scores nor the sums.
+        pad_qk = qa.shape[-1] % 2
+        pad_v = v.shape[-1] % 2
         agg = F.scaled_dot_product_attention(
-            qa,
-            ka,
-            v,
+            F.pad(qa, (0, pad_qk)) if pad_qk else qa,
+            F.pad(ka, (0, pad_qk)) if pad_qk else ka,
+            F.pad(v, (0, pad_v)) if pad_v else v,
             attn_mask=mask,
             dropout_p=dropout_p,
             is_causal=is_causal and mask is None,
             scale=1.0,
         )
-        return agg, None
+        return (agg[..., : v.shape[-1]] if pad_v else agg), None
     if score == "cosh":
         s = torch.matmul(qa, ka.transpose(-1, -2))
     else:
