@@ -17,10 +17,10 @@ on the CPU:
   ``poincare.einstein_midpoint`` over ``(..., N, M, D)`` (skipped above ``--naive-max``).
 
 Time: the median over rounds of the forward+backward wall time of each implementation, and the
-medians of the per-round ratios to ``euclid`` and to ``eucl-sdpa`` ("vs sdpa"). Memory: the bytes of the distinct tensor storages
-saved for backward by autograd (``torch.autograd.graph.saved_tensors_hooks``), i.e. the
-activation memory a training step holds between forward and backward; parameters and inputs
-are excluded.
+medians of the per-round ratios to ``euclid`` and to ``eucl-sdpa`` ("vs sdpa"). Memory: the
+bytes of the distinct tensor storages saved for backward by autograd
+(``torch.autograd.graph.saved_tensors_hooks``), i.e. the activation memory a training step
+holds between forward and backward; parameters and inputs are excluded.
 
 Run: ``python benchmarks/attention.py [--batch 4 --embed 128 --heads 8 --rounds 7]``.
 """
