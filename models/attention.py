@@ -557,6 +557,8 @@ class HyperbolicMultiHeadAttention(nn.Module):
             TypeError/ValueError naming the argument on wrong types, ranks, sizes or mask
             shapes.
         """
+        same_qkv = query is key and key is value
+        shared_kv = value is key
         query, key, value = self._check_inputs(query, key, value)
         in_dtype = query.dtype
         dtype = compute_dtype(in_dtype)
@@ -564,8 +566,7 @@ class HyperbolicMultiHeadAttention(nn.Module):
         mask = self._merge_masks(key_padding_mask, attn_mask, b, n, m, dtype)
 
         beta = F.softplus(self.beta_raw.to(dtype)).view(self.num_heads, 1, 1)
-        fused = self.in_proj_weight is not None and query is key and key is value
-        shared_kv = value is key
+        fused = self.in_proj_weight is not None and same_qkv
         score_shape = (b, self.num_heads, n, m)
         mask, dead = _prepare_mask(mask, is_causal, score_shape, dtype, query.device)
         recompute = self.memory_efficient and torch.is_grad_enabled()

@@ -247,6 +247,12 @@ def test_sequence_first_layout_and_kdim_vdim() -> None:
     m.batch_first = True
     out_bf, _ = m(q.transpose(0, 1), k.transpose(0, 1), v.transpose(0, 1))
     torch.testing.assert_close(out_bf, out.transpose(0, 1))
+    # self-attention (the fused projection) in both layouts
+    sa = HyperbolicMultiHeadAttention(8, 2, batch_first=False, score="cosh").double()
+    out_sf, _ = sa(q, q, q)
+    sa.batch_first = True
+    qt = q.transpose(0, 1)
+    torch.testing.assert_close(sa(qt, qt, qt)[0], out_sf.transpose(0, 1))
 
 
 @pytest.mark.parametrize("score", SCORES)
