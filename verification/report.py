@@ -170,6 +170,31 @@ class Drawer:
                 t = max(t, 0.0)
         return [0.0] * self.dim
 
+    def near(self, x: Sequence[float]) -> list[float]:
+        """``x`` with every coordinate moved by -4..4 float steps, kept within the band."""
+        t = torch.tensor(list(x), dtype=self.dtype)
+        for _ in range(MAX_TRIES):
+            y = t.clone()
+            for i in range(y.numel()):
+                k = self.rng.randint(-4, 4)
+                toward = torch.tensor(math.copysign(math.inf, k), dtype=self.dtype)
+                for _ in range(abs(k)):
+                    y[i] = torch.nextafter(y[i], toward)
+            values = [float(v) for v in y.tolist()]
+            if self.within(values):
+                return values
+        return list(x)
+
+    def partner(self, x: Sequence[float]) -> list[float]:
+        """A second point for a binary op: ``x`` itself (8%), a few float steps from ``x``
+        (8%), or an independent point."""
+        u = self.rng.random()
+        if u < 0.08:
+            return list(x)
+        if u < 0.16:
+            return self.near(x)
+        return self.point()
+
     def points(self, n: int) -> list[list[float]]:
         return [self.point() for _ in range(n)]
 
@@ -253,7 +278,9 @@ def _draw_add(d: Drawer, sign: int) -> Sample | None:
     u = d.rng.random()
     if u < 0.08:
         y = [sign * -v for v in x]  # x ⊕ (-x) = 0
-    elif u < 0.12:
+    elif u < 0.16:
+        y = [sign * -v for v in d.near(x)]  # x ⊕ (-x') with x' a few float steps from x
+    elif u < 0.2:
         y = [0.0] * d.dim
     else:
         y = d.point()
@@ -373,7 +400,7 @@ def draw_logmap0(d: Drawer) -> Sample | None:
 
 def draw_expmap(d: Drawer) -> Sample | None:
     x = d.point()
-    y = x if d.rng.random() < 0.08 else d.point()
+    y = d.partner(x)
     v = d.tangent(x, y)
     exact = ref.expmap(x, v, d.mc)
     if not d.within(exact):
@@ -388,7 +415,7 @@ def draw_expmap(d: Drawer) -> Sample | None:
 
 def draw_logmap(d: Drawer) -> Sample | None:
     x = d.point()
-    y = x if d.rng.random() < 0.08 else d.point()
+    y = d.partner(x)
     exact = ref.logmap(x, y, d.mc)
     return Sample(
         [d.tensor(x), d.tensor(y)],
@@ -399,7 +426,7 @@ def draw_logmap(d: Drawer) -> Sample | None:
 
 def draw_dist(d: Drawer) -> Sample | None:
     x = d.point()
-    y = x if d.rng.random() < 0.08 else d.point()
+    y = d.partner(x)
     exact = ref.dist(x, y, d.mc)
     allow = [d.hulp(x), d.hulp(y)]
 
