@@ -179,14 +179,16 @@ def test_report_table_as_data(monkeypatch: pytest.MonkeyPatch) -> None:
         assert rep.usable("poincare", op, "float64") == pytest.approx(top)
     assert "dist0" in report.format_report(rep)
 
-    # The same measurement catches the plain formula, which divides 0 by 0 for x ⊕ (-x).
+    # The same measurement catches the plain formula, which cancels for x ⊕ (-x') with x' close
+    # to x (and divides 0 by 0 for x ⊕ (-x)), on a problem that is itself well conditioned.
     naive = report.OpSpec("mobius_add", report.draw_mobius_add, naive_mobius_add)
     monkeypatch.setitem(report.OPS, "mobius_add", naive)
     rep = report.measure(["mobius_add"], [torch.float32], samples=6)
     usable = rep.usable("poincare", "mobius_add", "float32")
     assert usable < float(ref.max_radius(torch.float32))
     worst = rep.worst[("poincare", "mobius_add", "float32")]
-    assert worst.reason == "non-finite output" and worst.radius > usable
+    assert worst.reason and worst.radius > usable
+    assert worst.error > 100 and worst.sensitivity < 1
     assert "Failing inputs of poincare" in report.format_report(rep)
     with pytest.raises(ValueError, match="unknown op"):
         report.measure(["no_such_op"])
