@@ -38,7 +38,13 @@ from torch.utils.checkpoint import checkpoint
 
 import poincare as P
 
-from .layers import HyperbolicLinear, _check_curvature, _check_probability, compute_dtype
+from .layers import (
+    HyperbolicLinear,
+    _check_curvature,
+    _check_probability,
+    cast_point,
+    compute_dtype,
+)
 
 __all__ = ["HyperbolicMultiHeadAttention", "Score", "hyperbolic_attention"]
 
@@ -168,7 +174,7 @@ def hyperbolic_attention(
         if dead is not None:
             weights = weights.masked_fill(dead, 0.0)
         weights = weights.to(in_dtype)
-    return out.to(in_dtype), weights
+    return cast_point(out, in_dtype, c=c), weights
 
 
 def _prepare_mask(
@@ -604,7 +610,7 @@ class HyperbolicMultiHeadAttention(nn.Module):
             need_weights=need_weights,
         )
         result: Tensor = checkpoint(decode, agg, use_reentrant=False) if recompute else decode(agg)
-        result = result.to(in_dtype)
+        result = cast_point(result, in_dtype, c=self.c)
         if weights is not None and dead is not None:
             weights = weights.masked_fill(dead, 0.0)
         if not self.batch_first:

@@ -11,7 +11,7 @@ from torch import Tensor, nn
 import poincare as P
 
 from .attention import Score
-from .layers import _check_curvature, _check_positive_int, compute_dtype
+from .layers import _check_curvature, _check_positive_int, cast_point, compute_dtype
 from .transformer import HyperbolicTransformer
 
 __all__ = ["ConvHyperbolicTransformer"]
@@ -111,6 +111,6 @@ class ConvHyperbolicTransformer(nn.Module):
         in_dtype = x.dtype
         dtype = compute_dtype(in_dtype)
         seq = x.permute(0, 3, 4, 1, 2).reshape(b * h * w, t, ch)
-        y = self.transformer(self.to_ball(seq.to(dtype)))
-        out = y.reshape(b, h, w, t, self.hidden_dim).permute(0, 3, 4, 1, 2).to(in_dtype)
+        y = cast_point(self.transformer(self.to_ball(seq.to(dtype))), in_dtype, c=self.c)
+        out = y.reshape(b, h, w, t, self.hidden_dim).permute(0, 3, 4, 1, 2)
         return out, out[:, -1]

@@ -27,6 +27,7 @@ __all__ = [
     "HyperbolicLayerNorm",
     "HyperbolicLinear",
     "HyperbolicPositionalEncoding",
+    "cast_point",
     "compute_dtype",
     "tangent_dropout",
 ]
@@ -82,6 +83,17 @@ def compute_dtype(dtype: torch.dtype) -> torch.dtype:
     if dtype in (torch.float16, torch.bfloat16):
         return torch.float32
     return dtype
+
+
+def cast_point(y: Tensor, dtype: torch.dtype, *, c: float) -> Tensor:
+    """Points ``y`` (..., D) cast to ``dtype``, kept strictly inside the ball.
+
+    A narrowing cast can round a point near the boundary onto it; the result is then passed
+    through ``poincare.project`` in ``dtype``. Identity when ``y`` already has ``dtype``.
+    """
+    if y.dtype == dtype:
+        return y
+    return P.project(y.to(dtype), c=c)
 
 
 def tangent_dropout(x: Tensor, p: float, training: bool, *, c: float) -> Tensor:
@@ -159,7 +171,7 @@ class HyperbolicLinear(nn.Module):
         in_dtype = x.dtype
         x = x.to(compute_dtype(in_dtype))
         y = P.mobius_matvec(self.weight.to(x.dtype), x, c=self.c)
-        return self._add_bias(y).to(in_dtype)
+        return cast_point(self._add_bias(y), in_dtype, c=self.c)
 
     def forward_tangent(self, u: Tensor) -> Tensor:
         """The layer applied to ``expmap0(u)`` for a tangent vector ``u`` at the origin.
@@ -173,7 +185,7 @@ class HyperbolicLinear(nn.Module):
         in_dtype = u.dtype
         u = u.to(compute_dtype(in_dtype))
         y = P.expmap0(F.linear(u, self.weight.to(u.dtype)), c=self.c)
-        return self._add_bias(y).to(in_dtype)
+        return cast_point(self._add_bias(y), in_dtype, c=self.c)
 
     def extra_repr(self) -> str:
         return (
@@ -209,7 +221,7 @@ class HyperbolicActivation(nn.Module):
         u = self.fn(P.logmap0(x, c=self.c))
         if u.shape != x.shape:
             raise ValueError(f"fn changed the shape from {tuple(x.shape)} to {tuple(u.shape)}")
-        return P.expmap0(u, c=self.c).to(in_dtype)
+        return cast_point(P.expmap0(u, c=self.c), in_dtype, c=self.c)
 
 
 class HyperbolicLayerNorm(nn.Module):
@@ -255,7 +267,7 @@ class HyperbolicLayerNorm(nn.Module):
         """``expmap0`` of :meth:`forward_tangent`; (..., d_model) points -> points."""
         in_dtype = x.dtype
         t = self.forward_tangent(x.to(compute_dtype(x.dtype)))
-        return P.expmap0(t, c=self.c).to(in_dtype)
+        return cast_point(P.expmap0(t, c=self.c), in_dtype, c=self.c)
 
     def extra_repr(self) -> str:
         return f"{self.d_model}, c={self.c}, eps={self.eps}"
@@ -303,7 +315,7 @@ class HyperbolicFeedForward(nn.Module):
         h = self.linear1(x)
         u = self.activation(P.logmap0(h, c=self.c))
         u = F.dropout(u, self.dropout, self.training)
-        return self.linear2.forward_tangent(u).to(in_dtype)
+        return cast_point(self.linear2.forward_tangent(u), in_dtype, c=self.c)
 
 
 def _sinusoid(max_len: int, d_model: int) -> Tensor:
@@ -362,7 +374,7 @@ class HyperbolicPositionalEncoding(nn.Module):
         in_dtype = x.dtype
         x = x.to(compute_dtype(in_dtype))
         p = P.expmap0(self.codes[:t].to(x.dtype), c=self.c)
-        return P.mobius_add(x, p, c=self.c).to(in_dtype)
+        return cast_point(P.mobius_add(x, p, c=self.c), in_dtype, c=self.c)
 
     def extra_repr(self) -> str:
         return f"{self.d_model}, max_len={self.max_len}, c={self.c}"

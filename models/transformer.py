@@ -18,6 +18,7 @@ from .layers import (
     _check_points,
     _check_positive_int,
     _check_probability,
+    cast_point,
     compute_dtype,
     tangent_dropout,
 )
@@ -120,7 +121,7 @@ class HyperbolicTransformerBlock(nn.Module):
             )
             ff = tangent_dropout(self.ff(x), self.dropout, self.training, c=c)
             x = self.norm2(P.mobius_add(x, ff, c=c))
-        return x.to(in_dtype)
+        return cast_point(x, in_dtype, c=self.c)
 
 
 class HyperbolicTransformer(nn.Module):
@@ -218,4 +219,4 @@ class HyperbolicTransformer(nn.Module):
                 is_causal=self.causal,
             )
         out: Tensor = self.norm(x)
-        return out.to(in_dtype)
+        return cast_point(out, in_dtype, c=self.c)

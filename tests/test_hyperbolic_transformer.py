@@ -70,10 +70,16 @@ def random_points(
 
 
 def assert_in_ball(y: Tensor, c: float, what: str) -> None:
+    """Finite and strictly inside: ``c|y|^2 < 1`` evaluated exactly (float64 squares are exact
+    for float32 and half points; ``poincare.check_point`` decides exactly for every dtype)."""
     assert torch.isfinite(y).all(), f"{what}: non-finite output"
-    sq = c * y.to(torch.float64).pow(2).sum(-1)
-    assert bool((sq < 1.0).all()), f"{what}: output on or outside the ball (max c|y|^2 {sq.max()})"
-    poincare.check_point(y, c=c)
+    if y.dtype != torch.float64:
+        sq = c * y.detach().to(torch.float64).pow(2).sum(-1)
+        assert bool((sq < 1.0).all()), f"{what}: output on or outside the ball (max {sq.max()})"
+    try:
+        poincare.check_point(y.detach(), c=c)
+    except ValueError as err:
+        raise AssertionError(f"{what}: {err}") from err
 
 
 def mha_call(m: nn.Module) -> Callable[[Tensor], Tensor]:
@@ -93,6 +99,7 @@ def _modules(c: float) -> list[tuple[str, nn.Module, Callable[[Tensor], Tensor] 
         ("linear", HyperbolicLinear(d, 8, c=c), None),
         ("linear-nobias", HyperbolicLinear(d, 24, c=c, bias=False), None),
         ("activation", HyperbolicActivation(torch.tanh, c=c), None),
+        ("activation-saturating", HyperbolicActivation(lambda u: 50.0 * u, c=c), None),
         ("layernorm", HyperbolicLayerNorm(d, c=c), None),
         ("feedforward", HyperbolicFeedForward(d, 32, 0.0, c=c), None),
         ("posenc", HyperbolicPositionalEncoding(d, 16, c=c), None),
@@ -122,6 +129,18 @@ def test_every_module_output_strictly_inside_the_ball(dtype: torch.dtype, c: flo
             y = (call or module)(x)
         assert y.dtype == dtype, name
         assert_in_ball(y, c, f"{name} ({dtype})")
+
+
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
+def test_half_precision_inputs_return_points_in_their_dtype(dtype: torch.dtype) -> None:
+    torch.manual_seed(0)
+    x = poincare.project(sweep_points((2, 12, 16), torch.float32).to(dtype))
+    for name, module, call in _modules(1.0):
+        module.eval()
+        with torch.no_grad():
+            y = (call or module)(x)
+        assert y.dtype == dtype, name
+        assert_in_ball(y, 1.0, f"{name} ({dtype})")
 
 
 @pytest.mark.parametrize("dtype", DTYPES)
