@@ -113,17 +113,19 @@ def exact_outside(x: Tensor, c: Tensor) -> Tensor:
         return out
 
 
-def gap_precise(x: Tensor, sc: Tensor) -> Tensor:
+def gap_precise(x: Tensor, sc: Tensor, enabled: bool = True) -> Tensor:
     """``B = 1 - c|x|^2`` accurate to a relative ulp of ``B`` itself (not of 1).
 
     The plain form (:func:`gap`) rounds ``|x|`` to a relative ulp, which leaves ``B`` with a
     relative error of about ``eps / B``: harmless for the well-conditioned ops, but amplified by
     ``exp(radius)`` in the maps and transports. In float64 this evaluates ``|x|^2`` and
     ``c |x|^2`` in double-double arithmetic; the value is the precise one while the gradient is
-    that of the plain formula (the two differ by rounding only). Other dtypes use :func:`gap`.
+    that of the plain formula (the two differ by rounding only). Other dtypes, and
+    ``enabled=False`` (float64 work on float32 data, where the plain form already has 29 spare
+    bits), use :func:`gap`.
     """
     _, _, plain = gap(x, sc)
-    if x.dtype != torch.float64:
+    if x.dtype != torch.float64 or not enabled:
         return plain
     with torch.no_grad():
         hi, lo = _exact_sqnorm(x.detach())

@@ -345,13 +345,13 @@ def mobius_matvec(m: Tensor, x: Tensor, *, c: Curvature = 1.0) -> Tensor:
     return _finish_point(tanh_over(t) * g * mx, out, cc)
 
 
-def _gyration(a: Tensor, b: Tensor, u: Tensor, c: Tensor) -> Tensor:
+def _gyration(a: Tensor, b: Tensor, u: Tensor, c: Tensor, precise: bool) -> Tensor:
     # gyr[a,b] is the rotation, in the plane spanned by a and b, by twice the argument of
     # z = (1 + c<a,b>) + i c |a ^ b|. Written with s = a + b (so that a ~ -b cancels nothing):
     #   Re z = 1 + c<a,b> = (B_a + B_b + c|s|^2) / 2,  |a ^ b|^2 = |a|^2|s|^2 - <a,s>^2.
     sc = c.sqrt()
-    ba = gap_precise(a, sc)
-    bb = gap_precise(b, sc)
+    ba = gap_precise(a, sc, precise)
+    bb = gap_precise(b, sc, precise)
     s = a + b
     ss = sqnorm(s)
     aa = sqnorm(a)
@@ -394,7 +394,7 @@ def gyration(a: Tensor, b: Tensor, u: Tensor, *, c: Curvature = 1.0) -> Tensor:
     """
     check_last_dims(a=a, b=b, u=u)
     out, _, cc, (aa, bb, uu) = prepare(c, wide=True, a=a, b=b, u=u)
-    r = _gyration(aa, bb, uu, cc).to(out)
+    r = _gyration(aa, bb, uu, cc, out == torch.float64).to(out)
     # A rotation never leaves the ball: keep rotated points strictly inside after rounding.
     inside = ~exact_outside(u, cc)
     return torch.where(inside, _project(r, cc), r)
@@ -463,7 +463,7 @@ def expmap(x: Tensor, v: Tensor, *, c: Curvature = 1.0) -> Tensor:
     check_last_dims(x=x, v=v)
     out, _, cc, (xx, vv) = prepare(c, wide=True, x=x, v=v)
     sc = cc.sqrt()
-    bx = gap_precise(xx, sc)
+    bx = gap_precise(xx, sc, out == torch.float64)
     t = sc * torch.linalg.vector_norm(vv, dim=-1, keepdim=True) / bx
     w = tanh_over(t) * vv / bx
     q = torch.exp(-2 * t)
@@ -504,8 +504,8 @@ def logmap(x: Tensor, y: Tensor, *, c: Curvature = 1.0) -> Tensor:
     check_last_dims(x=x, y=y)
     out, _, cc, (xx, yy) = prepare(c, wide=True, x=x, y=y)
     sc = cc.sqrt()
-    bx = gap_precise(xx, sc)
-    by = gap_precise(yy, sc)
+    bx = gap_precise(xx, sc, out == torch.float64)
+    by = gap_precise(yy, sc, out == torch.float64)
     s = yy - xx
     ss = sqnorm(s)
     xs = dot(xx, s)
@@ -682,9 +682,9 @@ def transp(x: Tensor, y: Tensor, v: Tensor, *, c: Curvature = 1.0) -> Tensor:
     check_last_dims(x=x, y=y, v=v)
     out, _, cc, (xx, yy, vv) = prepare(c, wide=True, x=x, y=y, v=v)
     sc = cc.sqrt()
-    bx = gap_precise(xx, sc)
-    by = gap_precise(yy, sc)
-    return (by / bx * _gyration(yy, -xx, vv, cc)).to(out)
+    bx = gap_precise(xx, sc, out == torch.float64)
+    by = gap_precise(yy, sc, out == torch.float64)
+    return (by / bx * _gyration(yy, -xx, vv, cc, out == torch.float64)).to(out)
 
 
 def transp0(y: Tensor, v: Tensor, *, c: Curvature = 1.0) -> Tensor:
@@ -700,7 +700,7 @@ def transp0(y: Tensor, v: Tensor, *, c: Curvature = 1.0) -> Tensor:
     """
     check_last_dims(y=y, v=v)
     out, _, cc, (yy, vv) = prepare(c, wide=True, y=y, v=v)
-    by = gap_precise(yy, cc.sqrt())
+    by = gap_precise(yy, cc.sqrt(), out == torch.float64)
     return (by * vv).to(out)
 
 
@@ -717,7 +717,7 @@ def egrad2rgrad(x: Tensor, g: Tensor, *, c: Curvature = 1.0) -> Tensor:
     """
     check_last_dims(x=x, g=g)
     out, _, cc, (xx, gg) = prepare(c, wide=True, x=x, g=g)
-    bx = gap_precise(xx, cc.sqrt())
+    bx = gap_precise(xx, cc.sqrt(), out == torch.float64)
     h = bx / 2
     return (h * h * gg).to(out)
 
