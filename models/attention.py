@@ -21,9 +21,11 @@ Accuracy. The midpoint is formed from the Minkowski norm of the Lorentz sums, wh
 for far-out values. On the explicit path (``"distance"``, ``"squared"``, or any score with
 ``need_weights=True``) the value coordinates and their sums are formed in float64, and the
 output stays accurate for points over the whole representable radius of float32. The fused
-``"cosh"`` path computes in the compute dtype, where Lorentz coordinates saturate at about half
-the representable radius (about 8.7 at ``c = 1`` in float32, 18.7 in float64): beyond it, run
-under ``poincare.upcast(torch.float64)``, which covers every float32 input.
+``"cosh"`` path computes in the compute dtype while every point satisfies ``c|x|^2 <= 31/33``
+(hyperbolic radius about 4.2 / sqrt(c)), where Lorentz coordinates lose at most about
+``32^2 eps``; a call with a point beyond runs in float64. In float64 the Lorentz coordinates
+saturate at about half the representable radius (18.7 at ``c = 1``), beyond every float32
+input.
 """
 
 from __future__ import annotations
@@ -220,14 +222,32 @@ def _encode(
 
     For ``"cosh"`` the queries become ``beta c (-h_0, h_s)`` and the keys their Lorentz
     coordinates ``h``, so that ``qa · ka = -beta cosh(sqrt(c) d)``; otherwise q and k pass.
-    On the fused path (``fast``) the values are their Lorentz coordinates; otherwise they stay
-    points and :func:`_aggregate` forms their Lorentz coordinates in float64.
+    On the fused path (``fast``) the values are their Lorentz coordinates, all in float64 if
+    some point lies beyond ``c|x|^2 = 31/33``; otherwise they stay points and
+    :func:`_aggregate` forms their Lorentz coordinates in float64.
     """
+    if fast and q.dtype != torch.float64 and _far_out(q, k, v, c=c):
+        # Lorentz coordinates of far-out points lose the scores and the midpoint below
+        # float64 (see the module docstring): this call then runs in float64.
+        q, k, v = q.double(), k.double(), v.double()
+        if isinstance(beta, Tensor):
+            beta = beta.double()
     hv = P.poincare_to_lorentz(v, c=c) if fast else v
     if score == "cosh":
         hq = _lorentz_query(P.poincare_to_lorentz(q, c=c), beta, c)
         return hq, P.poincare_to_lorentz(k, c=c), hv
     return q, k, hv
+
+
+#: Points with ``c|x|^2`` above this (``sqrt(c) h_0 = cosh(sqrt(c) r) > 32``) make the fused
+#: ``"cosh"`` path compute in float64: below it, Lorentz coordinates lose about ``eps * 32^2``.
+_FAST_MAX_SQNORM = 31.0 / 33.0
+
+
+def _far_out(*points: Tensor, c: float) -> bool:
+    """Whether any of the (..., D) ``points`` has ``c|x|^2 > _FAST_MAX_SQNORM``."""
+    with torch.no_grad():
+        return any(bool((c * (x * x).sum(-1) > _FAST_MAX_SQNORM).any()) for x in points)
 
 
 def _aggregate(
@@ -249,6 +269,8 @@ def _aggregate(
     value points and the product is formed in float64)."""
     n, m = qa.shape[-2], ka.shape[-2]
     if score == "cosh" and not need_weights:
+        if mask is not None and mask.dtype != qa.dtype:
+            mask = mask.to(qa.dtype)
         # The fused CPU kernel is markedly slower for odd head sizes: pad with a zero column,
         # which changes neither the scores nor the sums.
         pad_qk = qa.shape[-1] % 2
@@ -582,7 +604,10 @@ class HyperbolicMultiHeadAttention(nn.Module):
             with P.upcast(dtype if dtype == torch.float64 else torch.float32):
                 if fused and fast:
                     # one Lorentz conversion for the stacked (3, B, heads, L, head_dim) points
-                    h = P.poincare_to_lorentz(self._fused_points(x_q, dtype), c=self.c)
+                    pts = self._fused_points(x_q, dtype)
+                    if dtype != torch.float64 and _far_out(pts, c=self.c):
+                        pts, beta_ = pts.double(), beta_.double()  # as in _encode
+                    h = P.poincare_to_lorentz(pts, c=self.c)
                     return _lorentz_query(h[0], beta_, self.c), h[1], h[2]
                 q, k, v = self._project(x_q, x_k, x_v, dtype, fused=fused, shared_kv=shared_kv)
                 return _encode(q, k, v, c=self.c, beta=beta_, score=self.score, fast=fast)
