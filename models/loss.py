@@ -12,7 +12,14 @@ from torch import Tensor
 
 import poincare
 
-__all__ = ["DISTANCES", "ContrastiveOutput", "Distance", "contrastive_loss", "score_matrix"]
+__all__ = [
+    "DISTANCES",
+    "ContrastiveOutput",
+    "Distance",
+    "contrastive_loss",
+    "group_top1",
+    "score_matrix",
+]
 
 Distance = Literal["regular", "squared", "cosh"]
 DISTANCES: tuple[str, ...] = get_args(Distance)
@@ -54,24 +61,27 @@ def score_matrix(
     Under ``fp64`` the points are converted to float64 and the distances computed inside
     ``poincare.upcast(torch.float64)``; the scores are then float64.
 
-    Shapes: ``pred (N, D)``, ``target (M, D)`` -> ``(N, M)``.
+    Shapes: ``pred (..., N, D)``, ``target (..., M, D)`` (leading dimensions broadcast) ->
+    ``(..., N, M)``.
 
     Raises:
-        ValueError: ``pred``/``target`` not 2-D, mismatched ``D``, or an unknown ``distance``.
+        ValueError: ``pred``/``target`` with fewer than 2 dimensions, mismatched ``D``, or an
+            unknown ``distance``.
     """
-    if pred.dim() != 2 or target.dim() != 2:
+    if pred.dim() < 2 or target.dim() < 2:
         raise ValueError(
-            f"pred and target must be 2-D, got {tuple(pred.shape)} and {tuple(target.shape)}"
+            f"pred and target must be at least 2-D, got {tuple(pred.shape)} and "
+            f"{tuple(target.shape)}"
         )
-    if pred.shape[1] != target.shape[1]:
+    if pred.shape[-1] != target.shape[-1]:
         raise ValueError(
-            f"pred and target must share the last dimension, got {pred.shape[1]} "
-            f"and {target.shape[1]}"
+            f"pred and target must share the last dimension, got {pred.shape[-1]} "
+            f"and {target.shape[-1]}"
         )
     if distance not in DISTANCES:
         raise ValueError(f"distance must be one of {DISTANCES}, got {distance!r}")
     if not hyperbolic:
-        return pred @ target.t()
+        return pred @ target.transpose(-1, -2)
     ctx = poincare.upcast(torch.float64) if fp64 else contextlib.nullcontext()
     with ctx:
         if fp64:
@@ -125,3 +135,48 @@ def contrastive_loss(
         top1 = hit[:, 0].float().mean()
         top5 = hit.any(dim=1).float().mean()
     return ContrastiveOutput(loss=loss, top1=top1, top5=top5, num_candidates=t.shape[0])
+
+
+def group_top1(
+    pred: Tensor,
+    target: Tensor,
+    group_size: int,
+    *,
+    hyperbolic: bool,
+    distance: str = "regular",
+    c: float = 1.0,
+    fp64: bool = False,
+) -> Tensor:
+    """Top-1 retrieval accuracy among the videos of a group, at the same step and location.
+
+    The batch ``pred, target (B, ..., D)`` is cut into ``B // group_size`` groups of
+    consecutive samples (a last partial group is left out). For every group, every
+    (future step, location) and every member ``i``, the prediction of ``i`` is ranked against
+    the ``group_size`` targets of the group's members at the same step and location, with
+    :func:`score_matrix`; it is right when its own target scores highest. Chance is
+    ``1 / group_size``. Returns a 0-dim float32 tensor.
+
+    Raises:
+        ValueError: shapes differ, fewer than 2 dimensions, ``group_size`` < 1 or larger than
+            ``B``.
+    """
+    if pred.shape != target.shape or pred.dim() < 2:
+        raise ValueError(
+            f"pred and target must have the same shape (B, ..., D), got {tuple(pred.shape)} "
+            f"and {tuple(target.shape)}"
+        )
+    if not 1 <= group_size <= pred.shape[0]:
+        raise ValueError(f"group_size must be in [1, {pred.shape[0]}], got {group_size}")
+    g = pred.shape[0] // group_size
+    d = pred.shape[-1]
+
+    def grouped(x: Tensor) -> Tensor:
+        x = x[: g * group_size].reshape(g, group_size, -1, d)
+        return x.transpose(1, 2)  # (G, R, group_size, D)
+
+    with torch.no_grad():
+        s = score_matrix(
+            grouped(pred), grouped(target), hyperbolic=hyperbolic, distance=distance, c=c, fp64=fp64
+        )
+        hit = s.argmax(dim=-1) == torch.arange(group_size, device=s.device)
+        return hit.float().mean()

@@ -29,7 +29,7 @@ from torch import Tensor, nn
 import poincare
 from models.convgru import ConvGRU, ConvGRUCell
 from models.encoder import BlockEncoder3D
-from models.loss import DISTANCES, ContrastiveOutput, contrastive_loss
+from models.loss import DISTANCES, ContrastiveOutput, contrastive_loss, group_top1
 
 __all__ = ["VideoFuturePredictor", "build_hyperbolic_aggregator"]
 
@@ -106,7 +106,7 @@ class VideoFuturePredictor(nn.Module):
         distance: str = "regular",
         fp64_hyper: bool = False,
         gru_layers: int = 1,
-        gru_kernel: int = 1,
+        gru_kernel: int = 3,
     ) -> None:
         super().__init__()
         sizes = {
@@ -162,7 +162,7 @@ class VideoFuturePredictor(nn.Module):
             ConvGRUCell(feature_dim, feature_dim, gru_kernel) if use_transformer else None
         )
         self.predictor = nn.Sequential(
-            nn.Conv2d(feature_dim, feature_dim, 1),
+            nn.Conv2d(feature_dim, feature_dim, 3, padding=1),
             nn.ReLU(inplace=True),
             nn.Conv2d(feature_dim, feature_dim, 1),
         )
@@ -246,6 +246,23 @@ class VideoFuturePredictor(nn.Module):
     def loss(self, video: Tensor) -> ContrastiveOutput:
         """The contrastive loss of :mod:`models.loss` on a batch ``video (B, N, 3, L, H, W)``."""
         pred, target = self(video)
+        return self.loss_of(pred, target)
+
+    def group_top1(self, pred: Tensor, target: Tensor, group_size: int) -> Tensor:
+        """:func:`models.loss.group_top1` of ``forward``'s output with this model's scores."""
+        with self._hyper():
+            return group_top1(
+                pred,
+                target,
+                group_size,
+                hyperbolic=self.hyperbolic,
+                distance=self.distance,
+                c=self.c,
+                fp64=self.fp64_hyper,
+            )
+
+    def loss_of(self, pred: Tensor, target: Tensor) -> ContrastiveOutput:
+        """The contrastive loss of ``forward``'s output ``(pred, target)`` (float32 loss)."""
         with self._hyper():
             out = contrastive_loss(
                 pred,
@@ -256,7 +273,7 @@ class VideoFuturePredictor(nn.Module):
                 fp64=self.fp64_hyper,
             )
         return ContrastiveOutput(
-            loss=out.loss.to(video.dtype),
+            loss=out.loss.to(torch.float32),
             top1=out.top1,
             top5=out.top5,
             num_candidates=out.num_candidates,

@@ -99,3 +99,20 @@ def test_errors() -> None:
         _ds()[3]
     with pytest.raises(ValueError, match="fine"):
         render_batch(CFG, 2, torch.Generator(), fine=torch.tensor([0, 3]))
+
+
+def test_groups_share_the_last_context_frame_and_differ_by_motion() -> None:
+    cfg = SpriteVideoConfig(num_seq=5, seq_len=4, img_dim=32, group_size=4, anchor_frame=11)
+    b = render_batch(cfg, 8, torch.Generator().manual_seed(5))
+    frames = b.video.permute(0, 1, 3, 2, 4, 5).reshape(8, cfg.num_frames, 3, 32, 32)
+    for grp in (range(0, 4), range(4, 8)):
+        first = grp[0]
+        for i in grp[1:]:
+            torch.testing.assert_close(frames[i, 11], frames[first, 11], rtol=0, atol=1e-6)
+            assert (frames[i, 12:] - frames[first, 12:]).abs().max() > 0.05
+            assert (frames[i, :11] - frames[first, :11]).abs().max() > 0.05
+    assert (frames[4, 11] - frames[0, 11]).abs().max() > 0.05
+    with pytest.raises(ValueError, match="anchor_frame"):
+        SpriteVideoConfig(num_seq=2, seq_len=2, img_dim=8, anchor_frame=4)
+    with pytest.raises(ValueError, match="group_size"):
+        SpriteVideoConfig(num_seq=2, seq_len=2, img_dim=8, group_size=0)

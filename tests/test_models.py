@@ -11,7 +11,7 @@ import torch.nn.functional as F
 import poincare
 from models.convgru import ConvGRU, ConvGRUCell
 from models.encoder import BlockEncoder3D
-from models.loss import DISTANCES, contrastive_loss, score_matrix
+from models.loss import DISTANCES, contrastive_loss, group_top1, score_matrix
 from models.video import VideoFuturePredictor
 
 TINY = {
@@ -170,6 +170,29 @@ class TestLoss:
         out = contrastive_loss(shuffled, t, hyperbolic=True)
         assert out.top1.item() == 0.0
 
+    def test_batched_scores_equal_per_batch_scores(self) -> None:
+        x = self._points(12, 3, 5).reshape(2, 2, 3, 3)
+        y = self._points(8, 3, 6).reshape(2, 4, 3)
+        s = score_matrix(x, y[None], hyperbolic=True, distance="cosh")
+        assert s.shape == (2, 2, 3, 4)
+        torch.testing.assert_close(
+            s[1, 0], score_matrix(x[1, 0], y[0], hyperbolic=True, distance="cosh")
+        )
+
+    def test_group_top1(self) -> None:
+        t = self._points(6 * 2 * 4, 3, 7).reshape(6, 2, 4, 3)  # B=6, 2 steps, 4 locations
+        assert group_top1(t, t.clone(), 3, hyperbolic=True).item() == 1.0
+        # a prediction equal to another member's target is wrong
+        rolled = t.reshape(2, 3, 2, 4, 3).roll(1, dims=1).reshape(6, 2, 4, 3)
+        assert group_top1(rolled, t, 3, hyperbolic=True).item() == 0.0
+        # the same roll across groups, not within, leaves group retrieval intact
+        across = t.roll(3, dims=0)
+        assert group_top1(across, across.clone(), 3, hyperbolic=True).item() == 1.0
+        # a partial last group is left out: B=6 with groups of 4 ranks one group
+        assert group_top1(t, t.clone(), 4, hyperbolic=True).item() == 1.0
+        with pytest.raises(ValueError, match="group_size"):
+            group_top1(t, t, 7, hyperbolic=True)
+
     def test_bad_inputs(self) -> None:
         x = torch.zeros(3, 2)
         with pytest.raises(ValueError, match="same shape"):
@@ -178,6 +201,8 @@ class TestLoss:
             score_matrix(x, x, hyperbolic=True, distance="l1")
         with pytest.raises(ValueError, match="last dimension"):
             score_matrix(x, torch.zeros(3, 3), hyperbolic=False)
+        with pytest.raises(ValueError, match="at least 2-D"):
+            score_matrix(torch.zeros(3), x, hyperbolic=False)
 
 
 class TestConvGRU:

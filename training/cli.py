@@ -94,6 +94,13 @@ def build_parser() -> argparse.ArgumentParser:
         help="distractor sprites per video",
     )
     d.add_argument(
+        "--group_size",
+        type=int,
+        default=_D.group_size,
+        help="videos of a batch per group: a group shares appearance, distractors and the "
+        "actor's position at the last context frame, and differs only by the actor's motion",
+    )
+    d.add_argument(
         "--train_batches",
         type=int,
         default=_D.train_batches,

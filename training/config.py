@@ -31,7 +31,13 @@ ARCHITECTURE_KEYS: tuple[str, ...] = (
     "num_distractors",
 )
 # Keys that fix the data and its order: a resumed run continues exactly only if they match.
-DATA_KEYS: tuple[str, ...] = ("seed", "batch_size", "train_batches", "val_batches")
+DATA_KEYS: tuple[str, ...] = (
+    "seed",
+    "batch_size",
+    "train_batches",
+    "val_batches",
+    "group_size",
+)
 
 
 @dataclass
@@ -42,6 +48,7 @@ class TrainConfig:
     ``transformer_dropout``, ``fp64_hyper``, ``distance``, ``curvature``, ``feature_dim`` (the
     width of the features and of the ball), ``encoder_width``, ``gru_layers``.
     Data: ``img_dim``, ``seq_len``, ``num_seq``, ``pred_step``, ``num_distractors``,
+    ``group_size`` (videos per group sharing everything but the actor's motion),
     ``train_batches`` (fresh batches per epoch), ``val_batches`` (fixed validation set).
     Optimisation: ``batch_size``, ``lr``, ``wd``, ``warmup_steps``, ``grad_clip`` (0 = off),
     ``epochs``, ``seed``, ``max_nonfinite`` (consecutive non-finite steps before stopping).
@@ -67,6 +74,7 @@ class TrainConfig:
     num_seq: int = 5
     pred_step: int = 2
     num_distractors: int = 1
+    group_size: int = 4
     train_batches: int = 40
     val_batches: int = 4
     batch_size: int = 16
@@ -74,7 +82,7 @@ class TrainConfig:
     wd: float = 1e-5
     warmup_steps: int = 20
     grad_clip: float = 5.0
-    epochs: int = 8
+    epochs: int = 12
     seed: int = 0
     max_nonfinite: int = 20
     num_workers: int = 0
@@ -102,6 +110,7 @@ class TrainConfig:
             "batch_size",
             "epochs",
             "max_nonfinite",
+            "group_size",
         )
         for name in positive:
             if getattr(self, name) <= 0:

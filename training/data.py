@@ -15,8 +15,12 @@ oscillate   continue · switch to the perpendicular axis · stop
 
 Before the reveal frame the three fine actions of a coarse action are indistinguishable, so the
 fine label is ambiguous at the start of a clip and revealed later; both labels are returned.
-Positions bounce off the borders; start positions, speeds, turning and oscillation rates,
-phases, sizes and colours are random, so the future depends on the motion seen in the past.
+Positions bounce off the borders; speeds, directions, turning and oscillation rates and phases
+are random. Videos come in groups (``group_size``) that share everything but the actor's
+motion: the same colours, sizes, background and distractors, and (with ``anchor_frame``) the
+same actor position at the last context frame. Within a group the last frame of the past
+cannot tell the futures apart; the motion seen before it can, so predicting the future needs
+the past.
 
 Every batch is a pure function of ``(seed, split, epoch, batch index)``: the data order of an
 epoch is reproducible from ``(seed, epoch)`` alone, whatever the number of workers.
@@ -96,12 +100,20 @@ class SpriteVideoConfig:
         seq_len: frames per block (a video has ``num_seq * seq_len`` frames).
         img_dim: side of the square frames in pixels.
         num_distractors: sprites that move at constant velocity besides the actor.
+        group_size: consecutive videos of a batch form groups that share their appearance
+            (colours, sizes, background), their distractors and the actor's anchor point;
+            they differ only by the actor's motion (actions, speed, direction, rates).
+        anchor_frame: when set, the actor of every video of a group is at the group's anchor
+            point at this frame (set it to the last context frame: the videos of a group then
+            look the same there, and only the motion seen before tells their futures apart).
     """
 
     num_seq: int
     seq_len: int
     img_dim: int
     num_distractors: int = 1
+    group_size: int = 1
+    anchor_frame: int | None = None
 
     def __post_init__(self) -> None:
         for name in ("num_seq", "seq_len", "img_dim"):
@@ -109,6 +121,12 @@ class SpriteVideoConfig:
                 raise ValueError(f"{name} must be positive, got {getattr(self, name)}")
         if self.num_distractors < 0:
             raise ValueError(f"num_distractors must be >= 0, got {self.num_distractors}")
+        if self.group_size <= 0:
+            raise ValueError(f"group_size must be positive, got {self.group_size}")
+        if self.anchor_frame is not None and not 0 <= self.anchor_frame < self.num_frames:
+            raise ValueError(
+                f"anchor_frame must be in [0, {self.num_frames}), got {self.anchor_frame}"
+            )
 
     @property
     def num_frames(self) -> int:
@@ -190,7 +208,7 @@ def render_batch(
     speed_f = 1.0 + after * (effect[:, 1:2] - 1.0)
     rate_f = 1.0 + after * (effect[:, 2:3] - 1.0)
 
-    speed = _uniform(g, (b, 1), 0.02, 0.045)
+    speed = _uniform(g, (b, 1), 0.03, 0.06)
     theta0 = _uniform(g, (b, 1), 0.0, 2 * math.pi)
     sign = torch.where(torch.rand((b, 1), generator=g) < 0.5, -1.0, 1.0).to(torch.float64)
     omega = sign * _uniform(g, (b, 1), 0.15, 0.3) * (coarse[:, None] == 1)
@@ -207,23 +225,29 @@ def render_batch(
     ang = theta0 + alpha + turn
     mag = speed * speed_f * amp
     vel = torch.stack([mag * torch.cos(ang), mag * torch.sin(ang)], dim=-1)  # (B, T, 2)
-    p0 = _uniform(g, (b, 1, 2), 0.25, 0.75)
-    actor = p0 + excl_cumsum(vel.transpose(1, 2)).transpose(1, 2)
+    # appearance, distractors and the actor's anchor point are shared within a group
+    n_groups = -(-b // cfg.group_size)
+    group = torch.arange(b) // cfg.group_size
+    p0 = _uniform(g, (n_groups, 1, 2), 0.25, 0.75)[group]
+    offsets = excl_cumsum(vel.transpose(1, 2)).transpose(1, 2)  # (B, T, 2)
+    if cfg.anchor_frame is not None:
+        offsets = offsets - offsets[:, cfg.anchor_frame : cfg.anchor_frame + 1]
+    actor = p0 + offsets
 
     nd = cfg.num_distractors
-    d0 = _uniform(g, (b, nd, 1, 2), 0.1, 0.9)
-    d_ang = _uniform(g, (b, nd, 1), 0.0, 2 * math.pi)
-    d_speed = _uniform(g, (b, nd, 1), 0.005, 0.03)
+    d0 = _uniform(g, (n_groups, nd, 1, 2), 0.1, 0.9)[group]
+    d_ang = _uniform(g, (n_groups, nd, 1), 0.0, 2 * math.pi)[group]
+    d_speed = _uniform(g, (n_groups, nd, 1), 0.005, 0.03)[group]
     d_vel = torch.stack([d_speed * torch.cos(d_ang), d_speed * torch.sin(d_ang)], dim=-1)
     distract = d0 + t[None, None, :, None] * d_vel  # (B, nd, T, 2)
 
     margin = 0.08
     pos = _fold(torch.cat([actor[:, None], distract], dim=1), margin).to(torch.float32)
-    sigma = torch.cat([_uniform(g, (b, 1), 0.06, 0.09), _uniform(g, (b, nd), 0.04, 0.1)], dim=1).to(
-        torch.float32
-    )
-    color = _uniform(g, (b, s, 3), 0.25, 1.0).to(torch.float32)
-    background = _uniform(g, (b, 3), 0.0, 0.15).to(torch.float32)
+    sigma = torch.cat(
+        [_uniform(g, (n_groups, 1), 0.06, 0.09), _uniform(g, (n_groups, nd), 0.04, 0.1)], dim=1
+    ).to(torch.float32)[group]
+    color = _uniform(g, (n_groups, s, 3), 0.25, 1.0).to(torch.float32)[group]
+    background = _uniform(g, (n_groups, 3), 0.0, 0.15).to(torch.float32)[group]
 
     grid = (torch.arange(cfg.img_dim, dtype=torch.float32) + 0.5) / cfg.img_dim
     inv = 1.0 / (2.0 * sigma * sigma)[:, :, None, None]  # (B, S, 1, 1)

@@ -28,6 +28,8 @@ METRIC_COLUMNS: tuple[str, ...] = (
     "chance_top1",
     "chance_top5",
     "val_candidates",
+    "val_group_top1",
+    "chance_group_top1",
     "epoch_seconds",
     "clips_per_second",
 )
@@ -75,6 +77,10 @@ def plot_curves(path: str | os.PathLike[str], history: Sequence[dict[str, Any]])
     ax_l.grid(alpha=0.3)
     ax_a.plot(epochs, [100 * v for v in col("val_top1")], "o-", label="top-1")
     ax_a.plot(epochs, [100 * v for v in col("val_top5")], "s-", label="top-5")
+    ax_a.plot(epochs, [100 * v for v in col("val_group_top1")], "^-", label="top-1 in group")
+    ax_a.plot(
+        epochs, [100 * v for v in col("chance_group_top1")], "g-.", lw=0.8, label="chance in group"
+    )
     ax_a.plot(epochs, [100 * v for v in col("chance_top1")], "k--", lw=0.8, label="chance top-1")
     ax_a.plot(epochs, [100 * v for v in col("chance_top5")], "k:", lw=0.8, label="chance top-5")
     ax_a.set_xlabel("epoch")

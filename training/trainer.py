@@ -176,7 +176,10 @@ def evaluate(
 ) -> dict[str, float]:
     """Validation metrics on the fixed validation set (``val_batches`` batches, epoch 0 of the
     ``val`` split): mean loss, top-1/top-5 retrieval accuracy and their chance levels
-    ``1/M`` and ``min(5, M)/M`` with ``M`` the candidates per batch. Uses no global RNG.
+    ``1/M`` and ``min(5, M)/M`` with ``M`` the candidates per batch, and the top-1 accuracy
+    within groups of videos that differ only by their motion (``val_group_top1``, chance
+    ``1/group_size``): a model that ignores the past cannot beat chance there. Uses no
+    global RNG.
     """
     was_training = model.training
     model.eval()
@@ -188,15 +191,18 @@ def evaluate(
         batch_size=config.batch_size,
         num_batches=config.val_batches,
     )
-    losses, top1, top5 = [], [], []
+    losses, top1, top5, group = [], [], [], []
+    gs = min(config.group_size, config.batch_size)
     candidates = 1
     skipped = 0
     try:
         for i in range(len(data)):
-            out = model.loss(data[i].video.to(device))
+            pred, target = model(data[i].video.to(device))
+            out = model.loss_of(pred, target)
             if not torch.isfinite(out.loss):
                 skipped += 1
                 continue
+            group.append(model.group_top1(pred, target, gs).item())
             losses.append(out.loss.item())
             top1.append(out.top1.item())
             top5.append(out.top5.item())
@@ -211,6 +217,8 @@ def evaluate(
         "chance_top1": 1.0 / candidates,
         "chance_top5": min(5, candidates) / candidates,
         "val_candidates": float(candidates),
+        "val_group_top1": float(np.mean(group)) if group else nan,
+        "chance_group_top1": 1.0 / gs,
         "val_skipped": float(skipped),
     }
 
@@ -221,6 +229,8 @@ def _data_config(config: TrainConfig) -> SpriteVideoConfig:
         seq_len=config.seq_len,
         img_dim=config.img_dim,
         num_distractors=config.num_distractors,
+        group_size=config.group_size,
+        anchor_frame=(config.num_seq - config.pred_step) * config.seq_len - 1,
     )
 
 
@@ -266,7 +276,8 @@ def _format_epoch(h: dict[str, Any], epochs: int) -> str:
         f"epoch {h['epoch']}/{epochs}  train loss {h['train_loss']:.4f}  "
         f"val loss {h['val_loss']:.4f}  val top-1 {100 * h['val_top1']:.2f}%  "
         f"top-5 {100 * h['val_top5']:.2f}%  (chance {100 * h['chance_top1']:.2f}% / "
-        f"{100 * h['chance_top5']:.2f}%)  skipped {h['train_skipped']}  "
+        f"{100 * h['chance_top5']:.2f}%)  group top-1 {100 * h['val_group_top1']:.1f}% "
+        f"(chance {100 * h['chance_group_top1']:.0f}%)  skipped {h['train_skipped']}  "
         f"{h['epoch_seconds']:.1f}s  {h['clips_per_second']:.1f} clips/s"
     )
 
