@@ -12,7 +12,7 @@ shell of the ball. :class:`PoincareBall` offers the same ops as methods of a mod
 its scope.
 """
 
-from ._precision import upcast
+from ._precision import current_upcast, upcast
 from .functional import (
     check_point,
     conformal_factor,
@@ -47,6 +47,7 @@ __all__ = [
     "PoincareBall",
     "check_point",
     "conformal_factor",
+    "current_upcast",
     "dist",
     "dist0",
     "egrad2rgrad",

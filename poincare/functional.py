@@ -99,6 +99,12 @@ def _project(x: Tensor, c: Tensor) -> Tensor:
     """Project ``x`` (in its own dtype) onto ``{sqrt(c)|x| <= 1 - eps/2}``, strictly inside."""
     dtype = x.dtype
     m = max_norm(dtype)
+    # Fast path: a computed norm is within a few ulps of the exact one, so rows with
+    # sqrt(c)|x| <= 1 - 16 eps in their own dtype are strictly inside and left as they are.
+    with torch.no_grad():
+        scaled = torch.linalg.vector_norm(x.detach(), dim=-1, keepdim=True) * c.detach().sqrt()
+        if not bool((scaled > 1 - 16 * torch.finfo(dtype).eps).any()):
+            return x
     xd = x.to(torch.float64)
     scd = torch.sqrt(c.to(torch.float64))
     n = torch.linalg.vector_norm(xd, dim=-1, keepdim=True) * scd
