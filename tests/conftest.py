@@ -67,7 +67,7 @@ def eps(dtype: torch.dtype) -> float:
 
 
 def hulp(q: torch.Tensor, c: float, dtype: torch.dtype | None = None) -> torch.Tensor:
-    """hULP of the points ``q`` (``(..., D)``) in ``dtype`` (default ``q.dtype``), float64 ``(...)``.
+    """hULP of the points ``q`` (``(..., D)``) in ``dtype`` (default ``q.dtype``), float64.
 
     ``hulp(q) = λ_q · eps · max(|q|, eps) · sqrt(c)`` (``verification.metrics.hulp`` on the exact
     values), the length of one float step at ``q`` in units of the curvature radius.
@@ -92,7 +92,7 @@ def tangent_ulp_length(
 
 
 def dist_hi(p: torch.Tensor, e: torch.Tensor, c: float) -> torch.Tensor:
-    """Geodesic distance between the points ``p`` and ``e`` (``(..., D)``), accurate, float64 ``(...)``.
+    """Geodesic distance between the points ``p`` and ``e`` (``(..., D)``), float64 ``(...)``.
 
     ``d = 2/sqrt(c) · asinh( sqrt(c)|p - e| / sqrt((1 - c|p|^2)(1 - c|e|^2)) )``, a form without
     cancellation; evaluated in mpmath at 50 digits on the exact float values. Points on or outside

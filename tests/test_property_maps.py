@@ -52,7 +52,7 @@ def _draw_points(
 
 
 def _riemannian_gap(x: torch.Tensor, a: torch.Tensor, b: torch.Tensor, c: float) -> torch.Tensor:
-    """``λ_x |a - b|`` in float64, the Riemannian length of the difference of two tangent vectors."""
+    """``λ_x |a - b|`` in float64: the Riemannian length of the difference of two vectors at x."""
     lam = poincare.conformal_factor(x.to(torch.float64), c=c).squeeze(-1)
     return lam * (a.to(torch.float64) - b.to(torch.float64)).norm(dim=-1)
 

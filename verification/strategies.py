@@ -132,7 +132,8 @@ def batch_shapes(max_dims: int = 2, max_side: int = 4) -> st.SearchStrategy[tupl
 def curvatures(
     min_c: float = 0.05, max_c: float = 5.0, fixed: bool = True
 ) -> st.SearchStrategy[float]:
-    """Curvatures ``c``: the fixed values 1 and 0.1 (when ``fixed``) or uniform in ``[min_c, max_c]``.
+    """Curvatures ``c``: the fixed values 1 and 0.1 (when ``fixed``, about half the time) or
+    uniform in ``[min_c, max_c]``.
 
     Raises ``ValueError`` if the bounds are not finite positive floats with ``min_c <= max_c``.
     """
@@ -340,7 +341,8 @@ def nearly_equal_pairs(
 
     Per pair one of: ``y`` identical to ``x``; ``y`` is ``x`` with every component moved by
     ``-4..4`` float steps (then projected); ``y = x ⊕ t`` for a point ``t`` at hyperbolic distance
-    ``2**-k`` from the origin (``k`` in ``[4, 40]``), computed in float64 and projected in ``dtype``.
+    ``2**-k`` from the origin (``k`` in ``[4, 40]``), computed in float64 and projected in
+    ``dtype``.
     """
     _check_dtype(dtype)
     cf = _check_c(c)
@@ -492,8 +494,9 @@ def weights(
     """Nonnegative weights of shape ``shape`` (the last dimension indexes the weighted points).
 
     Each row is one of: all ones; a one-hot row; or entries that are independently zero, uniform
-    in ``[10**(-max_log10_ratio / 2), 1]`` (so representable in ``dtype``), or ``10**e`` with ``|e| <= max_log10_ratio / 2`` (default 12 for float32 and 24
-    for float64, so two weights can differ by a factor up to ``10**max_log10_ratio``). A row is
+    in ``[10**(-max_log10_ratio / 2), 1]`` (so representable in ``dtype``), or ``10**e`` with
+    ``|e| <= max_log10_ratio / 2`` (``max_log10_ratio`` defaults to 12 for float32 and 24 for
+    float64, so two weights can differ by a factor up to ``10**max_log10_ratio``). A row is
     never all zero: if every entry came out zero, one drawn entry is set to 1. Raises
     ``ValueError`` on an empty last dimension.
     """
