@@ -152,6 +152,12 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=7)
     parser.add_argument("--naive-max", type=int, default=256)
     parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument(
+        "--impls",
+        nargs="+",
+        default=None,
+        help="implementations to run (default: all); euclid and eucl-sdpa always run",
+    )
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
 
@@ -172,6 +178,8 @@ def main() -> None:
         tangent = torch.randn(args.batch, n, args.embed, generator=g) / args.embed**0.5
         x = poincare.expmap0(tangent)
         names = [k for k in steps if k != "naive" or n <= args.naive_max]
+        if args.impls is not None:
+            names = [k for k in names if k in ("euclid", "eucl-sdpa") or k in args.impls]
         for name in names:  # warm-up
             run_once(steps[name], x)
         times: dict[str, list[float]] = {k: [] for k in names}
@@ -189,7 +197,7 @@ def main() -> None:
                 f"{mem[name] / 2**20:>10.2f} {mem[name] / mem['euclid']:>9.2f} "
                 f"{mem[name] / mem['eucl-sdpa']:>8.2f}"
             )
-        if "naive" not in names:
+        if "naive" not in names and (args.impls is None or "naive" in args.impls):
             print(f"{n:>5} {'naive':>10}   skipped (its N x N x D tensors are too large)")
 
 

@@ -26,6 +26,12 @@ output stays accurate for points over the whole representable radius of float32.
 ``32^2 eps``; a call with a point beyond runs in float64. In float64 the Lorentz coordinates
 saturate at about half the representable radius (18.7 at ``c = 1``), beyond every float32
 input.
+
+In :class:`HyperbolicMultiHeadAttention` the fused ``"cosh"`` path never forms the head
+points in the ball: the Lorentz coordinates of ``expmap0(z) ⊕_c b`` come in closed form from
+the tangent vector ``z`` of the projection (:func:`_tangent_to_lorentz`), and the head outputs
+go from the Lorentz sums straight to their tangent vectors at the origin
+(:func:`_midpoint_tangent`), which the head merge and the output projection consume.
 """
 
 from __future__ import annotations
@@ -78,6 +84,83 @@ def _lorentz_query(hq: Tensor, beta: Tensor | float, c: float) -> Tensor:
     """``beta * c * (-h_0, h_s)``, so that ``q~ · h_k = -beta cosh(sqrt(c) d)``."""
     qt = torch.cat((-hq[..., :1], hq[..., 1:]), dim=-1)
     return qt * (beta * c) if isinstance(beta, Tensor) else qt * (float(beta) * c)
+
+
+#: Lower clamp of the scaled norms that appear as divisors: below it every ratio used here
+#: (``tanh(t)/t``, ``sinh(2t)/(2t)``, ``artanh(u)/u``) equals 1 to the last bit in float32 and
+#: float64, so the clamp changes neither values nor gradients.
+_TINY = 1e-12
+
+
+def _max_norm(dtype: torch.dtype) -> float:
+    """The outermost representable scaled norm ``1 - eps/2`` of ``dtype``."""
+    return 1.0 - torch.finfo(dtype).eps / 2
+
+
+def _tangent_to_lorentz(
+    z: Tensor, b: Tensor | None, lam_b: Tensor | None, *, c: float, t_max: float, pad: bool
+) -> Tensor:
+    """Lorentz coordinates of ``y = expmap0(z) ⊕_c b`` straight from the tangent vector ``z``.
+
+    With ``s = sqrt(c)``, ``t = s|z|`` (clamped to ``t_max``, the representable shell, as
+    ``expmap0`` saturates), ``p = expmap0(z) = tanh(t)/t z``, ``S = p + b`` and
+    ``q = c|S|^2``, the Möbius sum has the gap ``1 - c|y|^2 = B_p B_b / (q + B_p B_b)`` and
+    ``1/B_p = cosh^2 t``, so its Lorentz coordinates are
+
+        ``h_0 = (1 + λ_b q cosh^2 t) / s``,  ``h_s = λ_b (S + q sinh(2t)/(2t) z)``
+
+    (``λ_b = 2/B_b``); without a bias, ``h = (cosh 2t / s, sinh(2t)/t z)``. Every term is a sum
+    of non-negative quantities and no gap of a rounded point is formed, so the coordinates are
+    accurate to a few ulps relative. Shapes: ``z`` (..., D); ``b`` (..., D) and ``lam_b``
+    (..., 1) broadcast against it; returns (..., D + 1), or (..., D + 2) with a zero last
+    column when ``pad`` (an even width for the fused attention kernel).
+    """
+    n = torch.linalg.vector_norm(z, dim=-1, keepdim=True)
+    t = n * math.sqrt(c) if c != 1.0 else n
+    tt = t.clamp(min=_TINY)
+    tc = t.clamp(min=_TINY, max=t_max)
+    ch = torch.cosh(tc)
+    sh = torch.sinh(tc)
+    g = sh * ch / tt  # sinh(2t)/(2t), the factor of z in cosh^2(t) expmap0(z)
+    parts: list[Tensor]
+    if b is None or lam_b is None:
+        h0 = torch.addcmul(ch * ch, sh, sh)  # cosh 2t
+        hs = z * (2 * g)
+    else:
+        s_ = torch.addcmul(b, torch.tanh(tc) / tt, z)  # expmap0(z) + b
+        q = (s_ * s_).sum(dim=-1, keepdim=True) * c
+        h0 = 1 + lam_b * q * (ch * ch)
+        hs = torch.addcmul(s_, q * g, z) * lam_b
+    if c != 1.0:
+        h0 = h0 / math.sqrt(c)
+    parts = [h0, hs]
+    if pad:
+        parts.append(torch.zeros_like(h0))
+    return torch.cat(parts, dim=-1)
+
+
+def _midpoint_tangent(
+    agg: Tensor, dead: Tensor | None, *, c: float, dim: int, dtype: torch.dtype
+) -> Tensor:
+    """``logmap0`` of the midpoint whose Lorentz sums are ``agg = (Σ w h_0, Σ w h_s, ...)``.
+
+    The Klein point is ``k = Σ w h_s / (s Σ w h_0)``; with ``u = s|k|``, its tangent vector at
+    the origin is ``artanh(u)/(2 s u Σ w h_0) Σ w h_s`` (``u`` clamped to the outermost shell of
+    ``agg``'s dtype, the norm to the representable radius of ``dtype``, as ``logmap0`` of the
+    stored point would). Rows with ``Σ w h_0 = 0`` (every weight zero) and ``dead`` rows give
+    the zero vector. ``agg``: (..., >= dim + 1); returns (..., dim) in ``dtype``.
+    """
+    a0 = agg[..., :1]
+    a_s = agg[..., 1 : dim + 1]
+    den = torch.where(a0 > 0, a0, torch.ones_like(a0))
+    u = (torch.linalg.vector_norm(a_s, dim=-1, keepdim=True) / den).clamp(
+        min=_TINY, max=_max_norm(agg.dtype)
+    )
+    half = (torch.atanh(u) * 0.5).clamp(max=math.atanh(_max_norm(dtype)))
+    out: Tensor = (a_s * (half / (u * den * math.sqrt(c)))).to(dtype)
+    if dead is not None:
+        out = out.masked_fill(dead, 0.0)
+    return out
 
 
 def hyperbolic_attention(
@@ -450,6 +533,79 @@ class HyperbolicMultiHeadAttention(nn.Module):
             pts = P.mobius_add(pts, bp, c=self.c)
         return pts.permute(2, 0, 3, 1, 4)
 
+    def _lorentz_heads(self, z: Tensor, bias: Tensor | None, t_max: float) -> Tensor:
+        """Tangent (B, L, k*E) -> Lorentz coordinates (k, B, heads, L, W) of the head points
+        ``expmap0(z_h) ⊕_c expmap0(b_h)`` (``W = head_dim + 1``, padded to even)."""
+        b, length = z.shape[0], z.shape[1]
+        groups = z.shape[-1] // self.embed_dim
+        z = z.view(b, length, groups, self.num_heads, self.head_dim)
+        bp: Tensor | None = None
+        lam: Tensor | None = None
+        if bias is not None:
+            bv = bias.to(z.dtype).view(groups, self.num_heads, self.head_dim)
+            bp = P.expmap0(bv, c=self.c)
+            lam = P.conformal_factor(bp, c=self.c)
+        pad = (self.head_dim + 1) % 2 == 1
+        h = _tangent_to_lorentz(z, bp, lam, c=self.c, t_max=t_max, pad=pad)
+        return h.permute(2, 0, 3, 1, 4)
+
+    def _fast_encode(
+        self,
+        query: Tensor,
+        key: Tensor,
+        value: Tensor,
+        beta: Tensor,
+        dtype: torch.dtype,
+        *,
+        fused: bool,
+        shared_kv: bool,
+    ) -> tuple[Tensor, Tensor, Tensor]:
+        """Inputs of the fused ``"cosh"`` kernel, formed from the tangent projections.
+
+        Returns ``(beta c (-h_0, h_s), h_k, h_v)``, each (B, heads, L, W), with the Lorentz
+        coordinates of the head points taken from their tangent vectors at the origin
+        (:func:`_tangent_to_lorentz`): no head point is formed in the ball. If a head point
+        lies beyond ``c|x|^2 = 31/33`` (``sqrt(c) h_0 > 32``) and ``dtype`` is narrower than
+        float64, the call instead forms the head points in ``dtype`` (exactly as the explicit
+        path does) and their Lorentz coordinates and the attention in float64.
+        """
+        c = self.c
+        t_max = math.atanh(_max_norm(dtype))
+        if fused:
+            assert self.in_proj_weight is not None
+            u = P.logmap0(query.to(dtype), c=c)
+            parts = [(F.linear(u, self.in_proj_weight.to(dtype)), self._bias(0, 3))]
+        else:
+            uq = P.logmap0(query.to(dtype), c=c)
+            uk = P.logmap0(key.to(dtype), c=c)
+            uv = uk if shared_kv else P.logmap0(value.to(dtype), c=c)
+            parts = [
+                (F.linear(x, self._weight(i).to(dtype)), self._bias(i, i + 1))
+                for i, x in enumerate((uq, uk, uv))
+            ]
+        hs = [self._lorentz_heads(z, bias, t_max) for z, bias in parts]
+        if dtype != torch.float64:
+            limit = 32.0 / math.sqrt(c)
+            with torch.no_grad():
+                far = torch.stack([(h[..., 0] > limit).any() for h in hs]).any()
+            if bool(far):
+                # Lorentz coordinates of far-out points lose the scores and the midpoint below
+                # float64 (see the module docstring): this call then takes the head points as
+                # stored in ``dtype`` (as the explicit path does) and converts them in float64.
+                pad = (self.head_dim + 1) % 2
+                hs = [
+                    F.pad(P.poincare_to_lorentz(self._heads(z, bias).double(), c=c), (0, pad))
+                    for z, bias in parts
+                ]
+                beta = beta.double()
+        if fused:
+            hq, hk, hv = hs[0].unbind(0)
+        else:
+            hq, hk, hv = (h[0] for h in hs)
+        sign = torch.ones(hq.shape[-1], dtype=hq.dtype, device=hq.device)
+        sign[0] = -1.0
+        return hq * ((beta * c) * sign), hk, hv
+
     def _fused_points(self, x: Tensor, dtype: torch.dtype) -> Tensor:
         """Self-attention projections in one product: (3, B, heads, L, head_dim) points."""
         assert self.in_proj_weight is not None
@@ -602,20 +758,17 @@ class HyperbolicMultiHeadAttention(nn.Module):
 
         def encode(x_q: Tensor, x_k: Tensor, x_v: Tensor, beta_: Tensor) -> tuple[Tensor, ...]:
             with P.upcast(dtype if dtype == torch.float64 else torch.float32):
-                if fused and fast:
-                    # one Lorentz conversion for the stacked (3, B, heads, L, head_dim) points
-                    pts = self._fused_points(x_q, dtype)
-                    if dtype != torch.float64 and _far_out(pts, c=self.c):
-                        pts, beta_ = pts.double(), beta_.double()  # as in _encode
-                    h = P.poincare_to_lorentz(pts, c=self.c)
-                    return _lorentz_query(h[0], beta_, self.c), h[1], h[2]
+                if fast:
+                    return self._fast_encode(
+                        x_q, x_k, x_v, beta_, dtype, fused=fused, shared_kv=shared_kv
+                    )
                 q, k, v = self._project(x_q, x_k, x_v, dtype, fused=fused, shared_kv=shared_kv)
                 return _encode(q, k, v, c=self.c, beta=beta_, score=self.score, fast=fast)
 
         def decode(agg_: Tensor) -> Tensor:
             with P.upcast(dtype if dtype == torch.float64 else torch.float32):
-                out = _decode(agg_, dead, c=self.c, dtype=dtype)
-                t = P.logmap0(out, c=self.c).transpose(1, 2).reshape(b, n, self.embed_dim)
+                t = _midpoint_tangent(agg_, dead, c=self.c, dim=self.head_dim, dtype=dtype)
+                t = t.transpose(1, 2).reshape(b, n, self.embed_dim)
                 return self.out_proj.forward_tangent(t)
 
         if recompute:
