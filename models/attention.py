@@ -50,6 +50,7 @@ from .layers import (
     HyperbolicLinear,
     _check_curvature,
     _check_probability,
+    _exp0_factors,
     cast_point,
     compute_dtype,
 )
@@ -98,36 +99,33 @@ def _max_norm(dtype: torch.dtype) -> float:
 
 
 def _tangent_to_lorentz(
-    z: Tensor, b: Tensor | None, lam_b: Tensor | None, *, c: float, t_max: float, pad: bool
+    z: Tensor, bias: Tensor | None, *, c: float, t_max: float, pad: bool
 ) -> Tensor:
-    """Lorentz coordinates of ``y = expmap0(z) ⊕_c b`` straight from the tangent vector ``z``.
+    """Lorentz coordinates of ``y = expmap0(z) ⊕_c expmap0(bias)`` straight from tangent vectors.
 
-    With ``s = sqrt(c)``, ``t = s|z|`` (clamped to ``t_max``, the representable shell, as
-    ``expmap0`` saturates), ``p = expmap0(z) = tanh(t)/t z``, ``S = p + b`` and
-    ``q = c|S|^2``, the Möbius sum has the gap ``1 - c|y|^2 = B_p B_b / (q + B_p B_b)`` and
-    ``1/B_p = cosh^2 t``, so its Lorentz coordinates are
+    With ``s = sqrt(c)``, ``t = s|z|`` (clamped to ``t_max``, the representable shell, where
+    ``expmap0`` saturates), ``p = expmap0(z) = tanh(t)/t z``, ``b = expmap0(bias)``,
+    ``S = p + b`` and ``q = c|S|^2``, the Möbius sum has the gap
+    ``1 - c|y|^2 = B_p B_b / (q + B_p B_b)`` with ``1/B_p = cosh^2 t``, so its Lorentz
+    coordinates are
 
-        ``h_0 = (1 + λ_b q cosh^2 t) / s``,  ``h_s = λ_b (S + q sinh(2t)/(2t) z)``
+        ``h_0 = (1 + λ_b q cosh^2 t) / s``,  ``h_s = λ_b (S + q sinh(t) cosh(t)/t z)``
 
-    (``λ_b = 2/B_b``); without a bias, ``h = (cosh 2t / s, sinh(2t)/t z)``. Every term is a sum
-    of non-negative quantities and no gap of a rounded point is formed, so the coordinates are
-    accurate to a few ulps relative. Shapes: ``z`` (..., D); ``b`` (..., D) and ``lam_b``
-    (..., 1) broadcast against it; returns (..., D + 1), or (..., D + 2) with a zero last
-    column when ``pad`` (an even width for the fused attention kernel).
+    (``λ_b = 2/B_b = 2 cosh^2 t_b``); without a bias, ``h = (cosh 2t / s, sinh(2t)/t z)``.
+    Every term is a sum of non-negative quantities and no gap of a rounded point is formed, so
+    the coordinates are accurate to a few ulps relative. Shapes: ``z`` (..., D); ``bias``
+    (..., D) tangent vectors broadcast against it; returns (..., D + 1), or (..., D + 2) with a
+    zero last column when ``pad`` (an even width for the fused attention kernel).
     """
-    n = torch.linalg.vector_norm(z, dim=-1, keepdim=True)
-    t = n * math.sqrt(c) if c != 1.0 else n
-    tt = t.clamp(min=_TINY)
-    tc = t.clamp(min=_TINY, max=t_max)
-    ch = torch.cosh(tc)
-    sh = torch.sinh(tc)
-    g = sh * ch / tt  # sinh(2t)/(2t), the factor of z in cosh^2(t) expmap0(z)
-    parts: list[Tensor]
-    if b is None or lam_b is None:
-        h0 = torch.addcmul(ch * ch, sh, sh)  # cosh 2t
+    a, ch, sh_over = _exp0_factors(z, c=c, t_max=t_max)
+    g = sh_over * ch  # sinh(t) cosh(t) / t: cosh^2(t) expmap0(z) = g z
+    if bias is None:
+        h0 = torch.addcmul(ch * ch, sh_over * sh_over, (z * z).sum(dim=-1, keepdim=True) * c)
         hs = z * (2 * g)
     else:
-        s_ = torch.addcmul(b, torch.tanh(tc) / tt, z)  # expmap0(z) + b
+        ab, chb, _ = _exp0_factors(bias, c=c, t_max=t_max)
+        lam_b = 2 * chb * chb
+        s_ = torch.addcmul(ab * bias, a, z)  # expmap0(z) + expmap0(bias)
         q = (s_ * s_).sum(dim=-1, keepdim=True) * c
         h0 = 1 + lam_b * q * (ch * ch)
         hs = torch.addcmul(s_, q * g, z) * lam_b
@@ -539,14 +537,10 @@ class HyperbolicMultiHeadAttention(nn.Module):
         b, length = z.shape[0], z.shape[1]
         groups = z.shape[-1] // self.embed_dim
         z = z.view(b, length, groups, self.num_heads, self.head_dim)
-        bp: Tensor | None = None
-        lam: Tensor | None = None
         if bias is not None:
-            bv = bias.to(z.dtype).view(groups, self.num_heads, self.head_dim)
-            bp = P.expmap0(bv, c=self.c)
-            lam = P.conformal_factor(bp, c=self.c)
+            bias = bias.to(z.dtype).view(groups, self.num_heads, self.head_dim)
         pad = (self.head_dim + 1) % 2 == 1
-        h = _tangent_to_lorentz(z, bp, lam, c=self.c, t_max=t_max, pad=pad)
+        h = _tangent_to_lorentz(z, bias, c=self.c, t_max=t_max, pad=pad)
         return h.permute(2, 0, 3, 1, 4)
 
     def _fast_encode(

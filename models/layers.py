@@ -96,6 +96,57 @@ def cast_point(y: Tensor, dtype: torch.dtype, *, c: float) -> Tensor:
     return P.project(y.to(dtype), c=c)
 
 
+#: Lower clamp of scaled tangent norms used as divisors: below it ``tanh(t)/t`` and
+#: ``sinh(t)/t`` equal 1 to the last bit in float32 and float64, so the clamp changes neither
+#: values nor gradients (and keeps them finite at the zero vector).
+_TINY = 1e-12
+
+
+def _exp0_factors(v: Tensor, *, c: float, t_max: float) -> tuple[Tensor, Tensor, Tensor]:
+    """``(tanh(t)/t, cosh t, sinh(t)/t)``, each (..., 1), for ``t = sqrt(c)|v|``, v (..., D).
+
+    ``expmap0(v) = tanh(t)/t v`` and its gap is ``1 - c|expmap0(v)|^2 = 1/cosh^2 t``. ``t`` is
+    clamped to ``t_max`` in the hyperbolic functions (the shell where ``expmap0`` saturates)
+    but not in the divisors, so the point keeps ``v``'s direction with the saturated norm.
+    """
+    n = torch.linalg.vector_norm(v, dim=-1, keepdim=True)
+    t = n * math.sqrt(c) if c != 1.0 else n
+    tt = t.clamp(min=_TINY)
+    tc = t.clamp(min=_TINY, max=t_max)
+    ch = torch.cosh(tc)
+    sh_over = torch.sinh(tc) / tt
+    return sh_over / ch, ch, sh_over
+
+
+def _saturation(dtype: torch.dtype) -> float:
+    """``artanh(1 - eps/2)``: the scaled tangent norm of the outermost shell of ``dtype``."""
+    return math.atanh(1.0 - torch.finfo(dtype).eps / 2)
+
+
+def _expmap0_add(z: Tensor, b: Tensor, *, c: float) -> Tensor:
+    """``expmap0(z) ⊕_c expmap0(b)`` in one closed form (not projected).
+
+    With ``t = sqrt(c)|z|``, ``p = expmap0(z)``, ``S = p + expmap0(b)`` and ``q = c|S|^2``, the
+    Möbius sum ``(B_p S + q p) / (q + B_p B_b)`` divided through by ``B_p = 1/cosh^2 t`` is
+
+        ``(S + q sinh(t) cosh(t)/t z) / (q cosh^2 t + 1/cosh^2 t_b)``,
+
+    a ratio of sums of non-negative terms that never forms the gap of a rounded point.
+    ``z``: (..., D) tangent vectors at the origin; ``b``: (..., D) broadcastable; returns
+    (..., D) in the promoted dtype (up to rounding inside the ball: pass it through
+    ``poincare.project`` to store it). Raises ``ValueError`` on mismatched last dimensions.
+    """
+    if z.shape[-1] != b.shape[-1]:
+        raise ValueError(f"z and b must have the same last dimension, got {z.shape}, {b.shape}")
+    t_max = _saturation(z.dtype)
+    a, ch, sh_over = _exp0_factors(z, c=c, t_max=t_max)
+    ab, chb, _ = _exp0_factors(b, c=c, t_max=t_max)
+    s = torch.addcmul(ab * b, a, z)
+    q = (s * s).sum(dim=-1, keepdim=True) * c
+    num = torch.addcmul(s, q * (sh_over * ch), z)
+    return num / torch.addcmul(torch.reciprocal(chb * chb), q, ch * ch)
+
+
 def tangent_dropout(x: Tensor, p: float, training: bool, *, c: float) -> Tensor:
     """Dropout of a point applied in the tangent space at the origin.
 
@@ -178,14 +229,18 @@ class HyperbolicLinear(nn.Module):
 
         ``expmap0(W u) ⊕_c expmap0(b)``, which equals ``forward(expmap0(u))`` (because
         ``W ⊗_c expmap0(u) = expmap0(W u)``) without the round trip through the ball, so
-        nothing saturates when ``|u|`` exceeds the representable radius.
+        nothing saturates when ``|u|`` exceeds the representable radius. The sum is formed in
+        one closed form (:func:`_expmap0_add`) and projected strictly inside the ball.
         ``u``: (..., in_features) -> (..., out_features) points.
         """
         _check_points(u, self.in_features, "u")
         in_dtype = u.dtype
         u = u.to(compute_dtype(in_dtype))
-        y = P.expmap0(F.linear(u, self.weight.to(u.dtype)), c=self.c)
-        return cast_point(self._add_bias(y), in_dtype, c=self.c)
+        z = F.linear(u, self.weight.to(u.dtype))
+        if self.bias is None:
+            return cast_point(P.expmap0(z, c=self.c), in_dtype, c=self.c)
+        y = _expmap0_add(z, self.bias.to(z.dtype), c=self.c)
+        return P.project(y.to(in_dtype), c=self.c)
 
     def extra_repr(self) -> str:
         return (
