@@ -851,14 +851,27 @@ def poincare_to_lorentz(x: Tensor, *, c: Curvature = 1.0) -> Tensor:
 
     .. math:: h = \Big(\frac{1 + c|x|^2}{s_c B_x},\ \frac{2x}{B_x}\Big).
 
+    Near the boundary the coordinates are huge (about :math:`e^{r}`) and their float steps can
+    exceed :math:`1/s_c`; the time coordinate is therefore recomputed from the *stored* space
+    coordinates, :math:`h_0 = \sqrt{1/c + |h_{1:}|^2}`, in float64 and rounded upwards, so that
+    the stored point is never space-like (it maps back strictly inside the ball).
+
     Returns:
         ``(..., D + 1)``, the time coordinate first.
     """
-    out, _, cc, (xx,) = prepare(c, x=x)
+    out, _, cc, (xx,) = prepare(c, wide=True, x=x)
     sc = cc.sqrt()
-    _, _, b = gap(xx, sc)
+    b = gap_precise(xx, sc, out == torch.float64)
     h0 = (1 + cc * sqnorm(xx)) / (sc * b)
-    return torch.cat([h0.expand((*xx.shape[:-1], 1)), 2 * xx / b], dim=-1).to(out)
+    hs = (2 * xx / b).to(out)
+    with torch.no_grad():
+        hsd = hs.detach().to(torch.float64)
+        exact = torch.sqrt(1 / cc.detach().to(torch.float64) + sqnorm(hsd))
+        up = exact.to(out)
+        up = torch.where(up.to(torch.float64) < exact, torch.nextafter(up, up + 1), up)
+    h0o = h0.to(out)
+    h0o = h0o + (up - h0o).detach()
+    return torch.cat([h0o.expand((*hs.shape[:-1], 1)), hs], dim=-1)
 
 
 def lorentz_to_poincare(h: Tensor, *, c: Curvature = 1.0) -> Tensor:

@@ -458,3 +458,18 @@ def test_geoopt_riemannian_adam_reaches_a_point_near_the_boundary() -> None:
     final = float(ball.dist(p, target))
     assert first > 10
     assert final < 0.05 * first
+
+
+def test_lorentz_point_of_the_outermost_float32_shell_maps_back_inside() -> None:
+    # At c = 0.1 the float steps of the hyperboloid coordinates exceed 1/sqrt(c) near the
+    # boundary; the stored point must still be time-like and map back strictly inside.
+    c = float(torch.tensor(0.1, dtype=torch.float32))
+    hexes = ["-0x1.4e28640000000p+0", "-0x1.d2eba00000000p+0", "-0x1.d6014a0000000p-1"]
+    hexes.append("-0x1.0407180000000p+1")
+    x = torch.tensor([float.fromhex(h) for h in hexes], dtype=torch.float32)
+    h = P.poincare_to_lorentz(x, c=c)
+    hd = h.double()
+    assert float(-(hd[0] ** 2) + (hd[1:] ** 2).sum()) <= -1 / c
+    back = P.lorentz_to_poincare(h, c=c)
+    P.check_point(back, c=c)
+    assert float(P.dist(back, x, c=c)) < 1.0  # one float step there is worth ~0.7
