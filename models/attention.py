@@ -47,10 +47,15 @@ from torch.utils.checkpoint import checkpoint
 import poincare as P
 
 from .layers import (
+    _TINY,
     HyperbolicLinear,
     _check_curvature,
     _check_probability,
+    _dot,
     _exp0_factors,
+    _scaled_norm,
+    _t_derivatives,
+    _t_functions,
     cast_point,
     compute_dtype,
 )
@@ -87,15 +92,64 @@ def _lorentz_query(hq: Tensor, beta: Tensor | float, c: float) -> Tensor:
     return qt * (beta * c) if isinstance(beta, Tensor) else qt * (float(beta) * c)
 
 
-#: Lower clamp of the scaled norms that appear as divisors: below it every ratio used here
-#: (``tanh(t)/t``, ``sinh(2t)/(2t)``, ``artanh(u)/u``) equals 1 to the last bit in float32 and
-#: float64, so the clamp changes neither values nor gradients.
-_TINY = 1e-12
-
-
 def _max_norm(dtype: torch.dtype) -> float:
     """The outermost representable scaled norm ``1 - eps/2`` of ``dtype``."""
     return 1.0 - torch.finfo(dtype).eps / 2
+
+
+class _TangentLorentzFunction(torch.autograd.Function):
+    """Lorentz coordinates of ``expmap0(z) ⊕_c b`` (see :func:`_tangent_to_lorentz`) from the
+    tangent vector ``z``, the point ``b`` and its conformal factor ``λ_b``, with a hand-written
+    backward pass that keeps only ``z``, ``b``, ``λ_b`` and per-row scalars."""
+
+    @staticmethod
+    def forward(  # type: ignore[override]
+        ctx: torch.autograd.function.FunctionCtx,
+        z: Tensor,
+        b: Tensor,
+        lam_b: Tensor,
+        c: float,
+        t_max: float,
+        pad: bool,
+    ) -> Tensor:
+        t = _scaled_norm(z, c)
+        _, a, cc, g, _ = _t_functions(t, t_max)
+        s_ = torch.addcmul(b, a, z)  # expmap0(z) + b
+        q = _dot(s_, s_) * c
+        h0 = torch.addcmul(torch.ones_like(q), lam_b * q, cc)
+        if c != 1.0:
+            h0 = h0 / math.sqrt(c)
+        hs = torch.addcmul(s_, q * g, z) * lam_b
+        ctx.save_for_backward(z, b, lam_b, t, q)
+        ctx.c, ctx.t_max = c, t_max  # type: ignore[attr-defined]
+        parts = [h0, hs, torch.zeros_like(h0)] if pad else [h0, hs]
+        return torch.cat(parts, dim=-1)
+
+    @staticmethod
+    def backward(  # type: ignore[override]
+        ctx: torch.autograd.function.FunctionCtx, grad: Tensor
+    ) -> tuple[Tensor | None, ...]:
+        z, b, lam_b, t, q = ctx.saved_tensors  # type: ignore[attr-defined]
+        c: float = ctx.c  # type: ignore[attr-defined]
+        t_max: float = ctx.t_max  # type: ignore[attr-defined]
+        d = z.shape[-1]
+        g0 = grad[..., :1] / math.sqrt(c) if c != 1.0 else grad[..., :1]
+        gs = grad[..., 1 : d + 1]
+        tt, a, cc, g, sh = _t_functions(t, t_max)
+        s_ = torch.addcmul(b, a, z)
+        sig1 = _dot(gs, s_)
+        sig2 = _dot(gs, z)
+        kappa = lam_b * torch.addcmul(g0 * cc, g, sig2)
+        v = torch.addcmul(lam_b * gs, kappa * (2 * c), s_)
+        da, dc, dg = _t_derivatives(t, t_max, tt, a, cc, g, sh)
+        lq = lam_b * q
+        tau = _dot(v, z) * da + lq * (g0 * dc + sig2 * dg)
+        grad_z = torch.addcmul(torch.addcmul(a * v, lq * g, gs), tau * (c / tt), z)
+        grad_b = v.sum_to_size(b.shape) if ctx.needs_input_grad[1] else None
+        grad_lam = None
+        if ctx.needs_input_grad[2]:
+            grad_lam = (q * (g0 * cc + g * sig2) + sig1).sum_to_size(lam_b.shape)
+        return grad_z, grad_b, grad_lam, None, None, None
 
 
 def _tangent_to_lorentz(
@@ -111,30 +165,73 @@ def _tangent_to_lorentz(
 
         ``h_0 = (1 + λ_b q cosh^2 t) / s``,  ``h_s = λ_b (S + q sinh(t) cosh(t)/t z)``
 
-    (``λ_b = 2/B_b = 2 cosh^2 t_b``); without a bias, ``h = (cosh 2t / s, sinh(2t)/t z)``.
-    Every term is a sum of non-negative quantities and no gap of a rounded point is formed, so
-    the coordinates are accurate to a few ulps relative. Shapes: ``z`` (..., D); ``bias``
-    (..., D) tangent vectors broadcast against it; returns (..., D + 1), or (..., D + 2) with a
-    zero last column when ``pad`` (an even width for the fused attention kernel).
+    (``λ_b = 2/B_b = 2 cosh^2 t_b``; without a bias ``b = 0``, ``λ_b = 2`` and
+    ``h = (cosh 2t / s, sinh(2t)/t z)``). Every term is a sum of non-negative quantities and no
+    gap of a rounded point is formed, so the coordinates are accurate to a few ulps relative.
+    Shapes: ``z`` (..., D); ``bias`` (..., D) tangent vectors broadcast against it; returns
+    (..., D + 1), or (..., D + 2) with a zero last column when ``pad`` (an even width for the
+    fused attention kernel).
     """
-    a, ch, sh_over = _exp0_factors(z, c=c, t_max=t_max)
-    g = sh_over * ch  # sinh(t) cosh(t) / t: cosh^2(t) expmap0(z) = g z
     if bias is None:
-        h0 = torch.addcmul(ch * ch, sh_over * sh_over, (z * z).sum(dim=-1, keepdim=True) * c)
-        hs = z * (2 * g)
+        b = torch.zeros((1,) * z.dim(), dtype=z.dtype, device=z.device)
+        lam_b = torch.full_like(b, 2.0)
     else:
         ab, chb, _ = _exp0_factors(bias, c=c, t_max=t_max)
-        lam_b = 2 * chb * chb
-        s_ = torch.addcmul(ab * bias, a, z)  # expmap0(z) + expmap0(bias)
-        q = (s_ * s_).sum(dim=-1, keepdim=True) * c
-        h0 = 1 + lam_b * q * (ch * ch)
-        hs = torch.addcmul(s_, q * g, z) * lam_b
-    if c != 1.0:
-        h0 = h0 / math.sqrt(c)
-    parts = [h0, hs]
-    if pad:
-        parts.append(torch.zeros_like(h0))
-    return torch.cat(parts, dim=-1)
+        b, lam_b = ab * bias, 2 * chb * chb
+    out: Tensor = _TangentLorentzFunction.apply(z, b, lam_b, c, t_max, pad)
+    return out
+
+
+class _MidpointTangentFunction(torch.autograd.Function):
+    """The tangent vector of :func:`_midpoint_tangent` (before the dtype cast), with a
+    hand-written backward pass that keeps only ``agg`` and per-row scalars."""
+
+    @staticmethod
+    def forward(  # type: ignore[override]
+        ctx: torch.autograd.function.FunctionCtx,
+        agg: Tensor,
+        c: float,
+        dim: int,
+        r_out: float,
+    ) -> Tensor:
+        a0 = agg[..., :1]
+        a_s = agg[..., 1 : dim + 1]
+        den = torch.where(a0 > 0, a0, torch.ones_like(a0))
+        u_raw = _dot(a_s, a_s).sqrt() / den
+        u = u_raw.clamp(min=_TINY, max=_max_norm(agg.dtype))
+        half = torch.atanh(u) * 0.5
+        ratio = half.clamp(max=r_out) / u  # (norm of the tangent vector) * s / u
+        f = ratio / (den * math.sqrt(c))
+        ctx.save_for_backward(agg, den, u_raw, u, half, ratio)
+        ctx.c, ctx.dim, ctx.r_out = c, dim, r_out  # type: ignore[attr-defined]
+        return a_s * f
+
+    @staticmethod
+    def backward(  # type: ignore[override]
+        ctx: torch.autograd.function.FunctionCtx, grad: Tensor
+    ) -> tuple[Tensor | None, ...]:
+        agg, den, u_raw, u, half, ratio = ctx.saved_tensors  # type: ignore[attr-defined]
+        c: float = ctx.c  # type: ignore[attr-defined]
+        dim: int = ctx.dim  # type: ignore[attr-defined]
+        r_out: float = ctx.r_out  # type: ignore[attr-defined]
+        sc = math.sqrt(c)
+        a_s = agg[..., 1 : dim + 1]
+        f = ratio / (den * sc)
+        phi = _dot(grad, a_s)
+        # d ratio / du: (1/(2(1-u^2)) - ratio)/u on the unclamped branch, -ratio/u beyond r_out,
+        # and 0 where u itself is clamped.
+        gap = (1 - u) * (1 + u)
+        dratio = torch.where(half <= r_out, (0.5 / gap - ratio) / u, -ratio / u)
+        free = (u_raw >= _TINY) & (u_raw <= _max_norm(agg.dtype))
+        dratio = torch.where(free, dratio, 0.0)
+        w = phi / (den * den * sc)
+        grad_a = torch.addcmul(f * grad, w * dratio / (u * den), a_s)
+        grad_den = -w * (ratio + dratio * u)
+        grad_a0 = torch.where(agg[..., :1] > 0, grad_den, 0.0)
+        parts = [grad_a0, grad_a]
+        if agg.shape[-1] > dim + 1:
+            parts.append(torch.zeros_like(agg[..., dim + 1 :]))
+        return torch.cat(parts, dim=-1), None, None, None
 
 
 def _midpoint_tangent(
@@ -148,14 +245,9 @@ def _midpoint_tangent(
     stored point would). Rows with ``Σ w h_0 = 0`` (every weight zero) and ``dead`` rows give
     the zero vector. ``agg``: (..., >= dim + 1); returns (..., dim) in ``dtype``.
     """
-    a0 = agg[..., :1]
-    a_s = agg[..., 1 : dim + 1]
-    den = torch.where(a0 > 0, a0, torch.ones_like(a0))
-    u = (torch.linalg.vector_norm(a_s, dim=-1, keepdim=True) / den).clamp(
-        min=_TINY, max=_max_norm(agg.dtype)
-    )
-    half = (torch.atanh(u) * 0.5).clamp(max=math.atanh(_max_norm(dtype)))
-    out: Tensor = (a_s * (half / (u * den * math.sqrt(c)))).to(dtype)
+    r_out = math.atanh(_max_norm(dtype))
+    out: Tensor = _MidpointTangentFunction.apply(agg, c, dim, r_out)
+    out = out.to(dtype)
     if dead is not None:
         out = out.masked_fill(dead, 0.0)
     return out

@@ -123,6 +123,84 @@ def _saturation(dtype: torch.dtype) -> float:
     return math.atanh(1.0 - torch.finfo(dtype).eps / 2)
 
 
+def _dot(x: Tensor, y: Tensor) -> Tensor:
+    """Inner product over the last dimension, kept: (..., 1)."""
+    return (x * y).sum(dim=-1, keepdim=True)
+
+
+def _scaled_norm(z: Tensor, c: float) -> Tensor:
+    """``t = sqrt(c)|z|``, (..., 1)."""
+    return (_dot(z, z) * c).sqrt()
+
+
+def _t_functions(t: Tensor, t_max: float) -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor]:
+    """``(tt, a, C, g, sh)`` for scaled norms ``t``: ``tt = max(t, _TINY)``, and with
+    ``tc = min(tt, t_max)``: ``a = tanh(tc)/tt``, ``C = cosh^2 tc``, ``g = sinh(tc) cosh(tc)/tt``,
+    ``sh = sinh tc`` (``expmap0(z) = a z``, its gap is ``1/C``, ``C expmap0(z) = g z``)."""
+    tt = t.clamp(min=_TINY)
+    tc = tt.clamp(max=t_max)
+    ch = torch.cosh(tc)
+    sh = torch.sinh(tc)
+    return tt, sh / (ch * tt), ch * ch, sh * ch / tt, sh
+
+
+def _t_derivatives(
+    t: Tensor, t_max: float, tt: Tensor, a: Tensor, cc: Tensor, g: Tensor, sh: Tensor
+) -> tuple[Tensor, Tensor, Tensor]:
+    """Derivatives in ``t`` of ``(a, C, g)`` from :func:`_t_functions`, clamps included."""
+    inner = (t >= _TINY) & (t <= t_max)
+    outer = t > t_max
+    da = torch.where(inner, (torch.reciprocal(cc) - a) / tt, torch.where(outer, -a / tt, 0.0))
+    dc = torch.where(inner, 2 * g * tt, 0.0)
+    dg = torch.where(inner, (cc + sh * sh - g) / tt, torch.where(outer, -g / tt, 0.0))
+    return da, dc, dg
+
+
+class _Exp0AddFunction(torch.autograd.Function):
+    """``expmap0(z) ⊕_c b`` from the tangent vector ``z``, the point ``b`` and its gap
+    ``B_b = 1 - c|b|^2`` (see :func:`_expmap0_add`), with a hand-written backward pass that
+    keeps only ``z``, ``b`` and per-row scalars."""
+
+    @staticmethod
+    def forward(  # type: ignore[override]
+        ctx: torch.autograd.function.FunctionCtx,
+        z: Tensor,
+        b: Tensor,
+        gap_b: Tensor,
+        c: float,
+        t_max: float,
+    ) -> Tensor:
+        t = _scaled_norm(z, c)
+        _, a, cc, g, _ = _t_functions(t, t_max)
+        s = torch.addcmul(b, a, z)
+        q = _dot(s, s) * c
+        den = torch.addcmul(gap_b, q, cc)
+        ctx.save_for_backward(z, b, gap_b, t, q, den)
+        ctx.c, ctx.t_max = c, t_max  # type: ignore[attr-defined]
+        return torch.addcmul(s, q * g, z) / den
+
+    @staticmethod
+    def backward(  # type: ignore[override]
+        ctx: torch.autograd.function.FunctionCtx, gy: Tensor
+    ) -> tuple[Tensor | None, ...]:
+        z, b, gap_b, t, q, den = ctx.saved_tensors  # type: ignore[attr-defined]
+        c: float = ctx.c  # type: ignore[attr-defined]
+        t_max: float = ctx.t_max  # type: ignore[attr-defined]
+        tt, a, cc, g, sh = _t_functions(t, t_max)
+        s = torch.addcmul(b, a, z)
+        y = torch.addcmul(s, q * g, z) / den
+        gam = gy / den
+        gyy = _dot(gam, y)
+        gz = _dot(gam, z)
+        v = torch.addcmul(gam, (g * gz - gyy * cc) * (2 * c), s)
+        da, dc, dg = _t_derivatives(t, t_max, tt, a, cc, g, sh)
+        tau = _dot(v, z) * da + q * (gz * dg - gyy * dc)
+        grad_z = torch.addcmul(torch.addcmul(a * v, q * g, gam), tau * (c / tt), z)
+        grad_b = v.sum_to_size(b.shape) if ctx.needs_input_grad[1] else None
+        grad_gap = (-gyy).sum_to_size(gap_b.shape) if ctx.needs_input_grad[2] else None
+        return grad_z, grad_b, grad_gap, None, None
+
+
 def _expmap0_add(z: Tensor, b: Tensor, *, c: float) -> Tensor:
     """``expmap0(z) ⊕_c expmap0(b)`` in one closed form (not projected).
 
@@ -139,12 +217,9 @@ def _expmap0_add(z: Tensor, b: Tensor, *, c: float) -> Tensor:
     if z.shape[-1] != b.shape[-1]:
         raise ValueError(f"z and b must have the same last dimension, got {z.shape}, {b.shape}")
     t_max = _saturation(z.dtype)
-    a, ch, sh_over = _exp0_factors(z, c=c, t_max=t_max)
     ab, chb, _ = _exp0_factors(b, c=c, t_max=t_max)
-    s = torch.addcmul(ab * b, a, z)
-    q = (s * s).sum(dim=-1, keepdim=True) * c
-    num = torch.addcmul(s, q * (sh_over * ch), z)
-    return num / torch.addcmul(torch.reciprocal(chb * chb), q, ch * ch)
+    out: Tensor = _Exp0AddFunction.apply(z, ab * b, torch.reciprocal(chb * chb), c, t_max)
+    return out
 
 
 def tangent_dropout(x: Tensor, p: float, training: bool, *, c: float) -> Tensor:
