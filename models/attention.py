@@ -37,7 +37,7 @@ go from the Lorentz sums straight to their tangent vectors at the origin
 from __future__ import annotations
 
 import math
-from typing import Literal, get_args
+from typing import Any, Literal, get_args
 
 import torch
 import torch.nn.functional as F
@@ -103,8 +103,8 @@ class _TangentLorentzFunction(torch.autograd.Function):
     backward pass that keeps only ``z``, ``b``, ``λ_b`` and per-row scalars."""
 
     @staticmethod
-    def forward(  # type: ignore[override]
-        ctx: torch.autograd.function.FunctionCtx,
+    def forward(
+        ctx: Any,
         z: Tensor,
         b: Tensor,
         lam_b: Tensor,
@@ -121,17 +121,15 @@ class _TangentLorentzFunction(torch.autograd.Function):
             h0 = h0 / math.sqrt(c)
         hs = torch.addcmul(s_, q * g, z) * lam_b
         ctx.save_for_backward(z, b, lam_b, t, q)
-        ctx.c, ctx.t_max = c, t_max  # type: ignore[attr-defined]
+        ctx.c, ctx.t_max = c, t_max
         parts = [h0, hs, torch.zeros_like(h0)] if pad else [h0, hs]
         return torch.cat(parts, dim=-1)
 
     @staticmethod
-    def backward(  # type: ignore[override]
-        ctx: torch.autograd.function.FunctionCtx, grad: Tensor
-    ) -> tuple[Tensor | None, ...]:
-        z, b, lam_b, t, q = ctx.saved_tensors  # type: ignore[attr-defined]
-        c: float = ctx.c  # type: ignore[attr-defined]
-        t_max: float = ctx.t_max  # type: ignore[attr-defined]
+    def backward(ctx: Any, grad: Tensor) -> tuple[Tensor | None, ...]:
+        z, b, lam_b, t, q = ctx.saved_tensors
+        c: float = ctx.c
+        t_max: float = ctx.t_max
         d = z.shape[-1]
         g0 = grad[..., :1] / math.sqrt(c) if c != 1.0 else grad[..., :1]
         gs = grad[..., 1 : d + 1]
@@ -178,7 +176,7 @@ def _tangent_to_lorentz(
     else:
         ab, chb, _ = _exp0_factors(bias, c=c, t_max=t_max)
         b, lam_b = ab * bias, 2 * chb * chb
-    out: Tensor = _TangentLorentzFunction.apply(z, b, lam_b, c, t_max, pad)
+    out: Tensor = _TangentLorentzFunction.apply(z, b, lam_b, c, t_max, pad)  # type: ignore[no-untyped-call]
     return out
 
 
@@ -187,8 +185,8 @@ class _MidpointTangentFunction(torch.autograd.Function):
     hand-written backward pass that keeps only ``agg`` and per-row scalars."""
 
     @staticmethod
-    def forward(  # type: ignore[override]
-        ctx: torch.autograd.function.FunctionCtx,
+    def forward(
+        ctx: Any,
         agg: Tensor,
         c: float,
         dim: int,
@@ -203,17 +201,15 @@ class _MidpointTangentFunction(torch.autograd.Function):
         ratio = half.clamp(max=r_out) / u  # (norm of the tangent vector) * s / u
         f = ratio / (den * math.sqrt(c))
         ctx.save_for_backward(agg, den, u_raw, u, half, ratio)
-        ctx.c, ctx.dim, ctx.r_out = c, dim, r_out  # type: ignore[attr-defined]
+        ctx.c, ctx.dim, ctx.r_out = c, dim, r_out
         return a_s * f
 
     @staticmethod
-    def backward(  # type: ignore[override]
-        ctx: torch.autograd.function.FunctionCtx, grad: Tensor
-    ) -> tuple[Tensor | None, ...]:
-        agg, den, u_raw, u, half, ratio = ctx.saved_tensors  # type: ignore[attr-defined]
-        c: float = ctx.c  # type: ignore[attr-defined]
-        dim: int = ctx.dim  # type: ignore[attr-defined]
-        r_out: float = ctx.r_out  # type: ignore[attr-defined]
+    def backward(ctx: Any, grad: Tensor) -> tuple[Tensor | None, ...]:
+        agg, den, u_raw, u, half, ratio = ctx.saved_tensors
+        c: float = ctx.c
+        dim: int = ctx.dim
+        r_out: float = ctx.r_out
         sc = math.sqrt(c)
         a_s = agg[..., 1 : dim + 1]
         f = ratio / (den * sc)
@@ -246,7 +242,7 @@ def _midpoint_tangent(
     the zero vector. ``agg``: (..., >= dim + 1); returns (..., dim) in ``dtype``.
     """
     r_out = math.atanh(_max_norm(dtype))
-    out: Tensor = _MidpointTangentFunction.apply(agg, c, dim, r_out)
+    out: Tensor = _MidpointTangentFunction.apply(agg, c, dim, r_out)  # type: ignore[no-untyped-call]
     out = out.to(dtype)
     if dead is not None:
         out = out.masked_fill(dead, 0.0)

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -162,8 +163,8 @@ class _Exp0AddFunction(torch.autograd.Function):
     keeps only ``z``, ``b`` and per-row scalars."""
 
     @staticmethod
-    def forward(  # type: ignore[override]
-        ctx: torch.autograd.function.FunctionCtx,
+    def forward(
+        ctx: Any,
         z: Tensor,
         b: Tensor,
         gap_b: Tensor,
@@ -176,16 +177,14 @@ class _Exp0AddFunction(torch.autograd.Function):
         q = _dot(s, s) * c
         den = torch.addcmul(gap_b, q, cc)
         ctx.save_for_backward(z, b, gap_b, t, q, den)
-        ctx.c, ctx.t_max = c, t_max  # type: ignore[attr-defined]
+        ctx.c, ctx.t_max = c, t_max
         return torch.addcmul(s, q * g, z) / den
 
     @staticmethod
-    def backward(  # type: ignore[override]
-        ctx: torch.autograd.function.FunctionCtx, gy: Tensor
-    ) -> tuple[Tensor | None, ...]:
-        z, b, gap_b, t, q, den = ctx.saved_tensors  # type: ignore[attr-defined]
-        c: float = ctx.c  # type: ignore[attr-defined]
-        t_max: float = ctx.t_max  # type: ignore[attr-defined]
+    def backward(ctx: Any, gy: Tensor) -> tuple[Tensor | None, ...]:
+        z, b, gap_b, t, q, den = ctx.saved_tensors
+        c: float = ctx.c
+        t_max: float = ctx.t_max
         tt, a, cc, g, sh = _t_functions(t, t_max)
         s = torch.addcmul(b, a, z)
         y = torch.addcmul(s, q * g, z) / den
@@ -218,7 +217,7 @@ def _expmap0_add(z: Tensor, b: Tensor, *, c: float) -> Tensor:
         raise ValueError(f"z and b must have the same last dimension, got {z.shape}, {b.shape}")
     t_max = _saturation(z.dtype)
     ab, chb, _ = _exp0_factors(b, c=c, t_max=t_max)
-    out: Tensor = _Exp0AddFunction.apply(z, ab * b, torch.reciprocal(chb * chb), c, t_max)
+    out: Tensor = _Exp0AddFunction.apply(z, ab * b, torch.reciprocal(chb * chb), c, t_max)  # type: ignore[no-untyped-call]
     return out
 
 
