@@ -25,6 +25,7 @@ __all__ = [
     "gap",
     "gap_precise",
     "max_norm",
+    "norm",
     "sqnorm",
     "tanh_over",
 ]
@@ -72,6 +73,26 @@ def sqnorm(x: Tensor) -> Tensor:
     return (x * x).sum(dim=-1, keepdim=True)
 
 
+def norm(x: Tensor) -> Tensor:
+    """Euclidean norm over the last dimension, kept: ``(..., 1)``, without underflow.
+
+    ``torch.linalg.vector_norm`` squares the coordinates, so norms below about
+    ``sqrt(tiny)`` (1e-19 in float32) come out as 0 with a zero gradient. Those rows are
+    recomputed after an exact scaling by a power of two (``2^100`` in float32, ``2^600`` in
+    float64, which brings every subnormal into range), so value and gradient are exact.
+    """
+    n: Tensor = torch.linalg.vector_norm(x, dim=-1, keepdim=True)
+    info = torch.finfo(x.dtype)
+    limit = math.sqrt(info.tiny) / info.eps
+    small = n < limit
+    if bool(small.any()):
+        scale = 2.0**600 if x.dtype == torch.float64 else 2.0**100
+        tiny_rows = torch.where(small, x, torch.zeros_like(x)) * scale
+        rescaled = torch.linalg.vector_norm(tiny_rows, dim=-1, keepdim=True) / scale
+        n = torch.where(small, rescaled, n)
+    return n
+
+
 def gap(x: Tensor, sc: Tensor) -> tuple[Tensor, Tensor, Tensor]:
     """Return ``(|x|, u, B)`` with ``u = min(sqrt(c)|x|, 1 - eps/2)`` and ``B = 1 - c|x|^2``.
 
@@ -80,7 +101,7 @@ def gap(x: Tensor, sc: Tensor) -> tuple[Tensor, Tensor, Tensor]:
     ``u`` keeps ``B >= eps/2`` for points on or beyond the boundary, so conformal factors stay
     finite for every input.
     """
-    n = torch.linalg.vector_norm(x, dim=-1, keepdim=True)
+    n = norm(x)
     u = (sc * n).clamp(max=max_norm(x.dtype))
     return n, u, (1 - u) * (1 + u)
 

@@ -58,6 +58,7 @@ from ._numerics import (
     gap,
     gap_precise,
     max_norm,
+    norm,
     sqnorm,
     tanh_over,
 )
@@ -119,7 +120,10 @@ def _project(x: Tensor, c: Tensor) -> Tensor:
         if not bool(out.any()):
             break
         target = m * (1 - k * step)
-        retry = (xd * torch.where(n > target, target / n, torch.ones_like(n))).to(dtype)
+        big = n > target
+        retry = (xd * torch.where(big, target / torch.where(big, n, torch.ones_like(n)), 1.0)).to(
+            dtype
+        )
         y = torch.where(out, retry, y)
     return y
 
@@ -347,7 +351,7 @@ def mobius_matvec(m: Tensor, x: Tensor, *, c: Curvature = 1.0) -> Tensor:
     _, u, _ = gap(xx, sc)
     mx = F.linear(xx, mm)
     g = artanh_over(u)
-    t = sc * torch.linalg.vector_norm(mx, dim=-1, keepdim=True) * g
+    t = sc * norm(mx) * g
     return _finish_point(tanh_over(t) * g * mx, out, cc)
 
 
@@ -425,7 +429,7 @@ def expmap0(v: Tensor, *, c: Curvature = 1.0) -> Tensor:
         ``(..., D)`` point strictly inside the ball.
     """
     out, _, cc, (vv,) = prepare(c, v=v)
-    t = cc.sqrt() * torch.linalg.vector_norm(vv, dim=-1, keepdim=True)
+    t = cc.sqrt() * norm(vv)
     return _finish_point(tanh_over(t) * vv, out, cc)
 
 
@@ -470,7 +474,7 @@ def expmap(x: Tensor, v: Tensor, *, c: Curvature = 1.0) -> Tensor:
     out, _, cc, (xx, vv) = prepare(c, wide=True, x=x, v=v)
     sc = cc.sqrt()
     bx = gap_precise(xx, sc, out == torch.float64)
-    t = sc * torch.linalg.vector_norm(vv, dim=-1, keepdim=True) / bx
+    t = sc * norm(vv) / bx
     w = tanh_over(t) * vv / bx
     q = torch.exp(-2 * t)
     bw = 4 * q / ((1 + q) * (1 + q))  # sech^2 t, with finite gradients for huge t
@@ -518,7 +522,7 @@ def logmap(x: Tensor, y: Tensor, *, c: Curvature = 1.0) -> Tensor:
     p = (bx + by + cc * ss) / 2
     k = (sqnorm(xx) * ss - xs * xs).clamp(min=0)
     q = torch.sqrt(p * p + cc * cc * k)
-    a = sc * torch.linalg.vector_norm(s, dim=-1, keepdim=True) / torch.sqrt(bx * by)
+    a = sc * norm(s) / torch.sqrt(bx * by)
     n = bx * s - cc * ss * xx
     return (torch.sqrt(bx / by) * asinh_over(a) / q * n).to(out)
 
@@ -532,7 +536,7 @@ def _dist(x: Tensor, y: Tensor, c: Tensor) -> Tensor:
     sc = c.sqrt()
     _, _, bx = gap(x, sc)
     _, _, by = gap(y, sc)
-    e = torch.linalg.vector_norm(x - y, dim=-1, keepdim=True)
+    e = norm(x - y)
     return 2 / sc * torch.asinh(sc * e / torch.sqrt(bx * by))
 
 
@@ -653,7 +657,7 @@ def pairwise_dist(x: Tensor, y: Tensor, *, c: Curvature = 1.0, squared: bool = F
             lin = idx[start : start + step]
             k, rem = lin // (n * m), lin % (n * m)
             i, j = rem // m, rem % m
-            e = torch.linalg.vector_norm(xf[k, i] - yf[k, j], dim=-1)
+            e = norm(xf[k, i] - yf[k, j]).squeeze(-1)
             vals.append(e * torch.sqrt(rbx[k, i] * rby[k, j]))
         t = t.reshape(-1).index_put((idx,), torch.cat(vals)).reshape(z.shape)
     dd = torch.asinh(t) if grad else t.asinh_()
