@@ -474,6 +474,98 @@ def _aggregate(
     return agg, (w if need_weights else None)
 
 
+class _LorentzScoreFunction(torch.autograd.Function):
+    """Scores ``-beta f(d)`` from ``g = cosh(sqrt(c) d)`` (see :func:`_aggregate_lorentz`).
+
+    Only ``g - 1`` needs ``g``'s precision (it cancels for close pairs); it is formed there,
+    rounded to ``dtype``, and everything after (values, the backward pass, which keeps only
+    ``g - 1``) runs in ``dtype``.
+    """
+
+    @staticmethod
+    def forward(
+        ctx: Any, g: Tensor, beta: Tensor, c: float, score: str, dtype: torch.dtype
+    ) -> Tensor:
+        gm1 = (g - 1).to(dtype).clamp_(min=0.0)
+        ctx.save_for_backward(gm1, beta)
+        ctx.c, ctx.score, ctx.g_dtype = c, score, g.dtype
+        return _score_of_cosh(gm1, c, score) * (-beta.to(dtype))
+
+    @staticmethod
+    def backward(ctx: Any, grad: Tensor) -> tuple[Tensor | None, ...]:
+        gm1, beta = ctx.saved_tensors
+        c: float = ctx.c
+        score: str = ctx.score
+        grad_g = None
+        if ctx.needs_input_grad[0]:
+            if score == "cosh":
+                grad_g = grad * (-beta.to(grad.dtype))
+            else:
+                # d d / d g = 1 / (s sinh(s d)) = 1 / (s sqrt((g - 1)(g + 1))); 0 where clamped
+                free = gm1 > 2 * _TINY * _TINY
+                df = torch.where(free, torch.rsqrt(gm1.clamp(min=_TINY) * (gm1 + 2)), 0.0)
+                if score == "squared":
+                    df = df * (2 * _score_of_cosh(gm1, c, "distance"))
+                grad_g = grad * df * (-beta.to(grad.dtype) / math.sqrt(c))
+            grad_g = grad_g.to(ctx.g_dtype)
+        grad_beta = None
+        if ctx.needs_input_grad[1]:
+            grad_beta = (-(grad * _score_of_cosh(gm1, c, score))).sum_to_size(beta.shape)
+            grad_beta = grad_beta.to(beta.dtype)
+        return grad_g, grad_beta, None, None, None
+
+
+def _score_of_cosh(gm1: Tensor, c: float, score: str) -> Tensor:
+    """``f(d)`` from ``gm1 = cosh(sqrt(c) d) - 1 >= 0``: ``gm1`` for ``"cosh"``, else
+    ``d = acosh(1 + gm1) / sqrt(c) = log1p(gm1 + sqrt(gm1 (gm1 + 2))) / sqrt(c)`` (a sum of
+    non-negative terms; ``log1p`` is vectorised where ``asinh``/``acosh`` are not) or its
+    square."""
+    if score == "cosh":
+        return gm1
+    d = torch.log1p(gm1 + torch.sqrt(gm1 * (gm1 + 2)))
+    if c != 1.0:
+        d = d / math.sqrt(c)
+    return d * d if score == "squared" else d
+
+
+def _aggregate_lorentz(
+    qa: Tensor,
+    ka: Tensor,
+    hv: Tensor,
+    *,
+    c: float,
+    beta: Tensor | float,
+    score: str,
+    mask: Tensor | None,
+    is_causal: bool,
+    dropout_p: float,
+    need_weights: bool,
+) -> tuple[Tensor, Tensor | None]:
+    """``(w @ h_v, w or None)`` with explicit scores from Lorentz coordinates.
+
+    ``qa = c (h_0, -h_s)`` of the queries and ``ka`` the keys' coordinates (float64, (..., N, W)
+    and (..., M, W)) give ``g = qa ka^T = cosh(sqrt(c) d)`` in one product; the score is
+    ``-beta f(d)`` with ``f(d) = d = 2 asinh(sqrt((g - 1)/2)) / sqrt(c)``, ``d^2`` or ``g - 1``
+    (:class:`_LorentzScoreFunction`), in ``hv``'s dtype. For points with
+    ``sqrt(c) h_0 <= 32`` the float64 product loses at most about ``2^-40`` in ``g``, i.e.
+    under ``1e-6`` in ``d`` even for coincident pairs, below the resolution of float32 scores.
+    ``hv``: (..., M, W) Lorentz coordinates of the values; the sums are formed in its dtype,
+    as on the fused path.
+    """
+    n, m = qa.shape[-2], ka.shape[-2]
+    g = torch.matmul(qa, ka.transpose(-1, -2))
+    beta_t = beta if isinstance(beta, Tensor) else torch.tensor(float(beta), dtype=hv.dtype)
+    s: Tensor = _LorentzScoreFunction.apply(g, beta_t, c, score, hv.dtype)  # type: ignore[no-untyped-call]
+    if mask is not None:
+        s = s + mask.to(s.dtype)
+    elif is_causal:
+        s = s.masked_fill(_causal_mask(n, m, qa.device), float("-inf"))
+    w = torch.softmax(s, dim=-1)
+    if dropout_p > 0.0:
+        w = F.dropout(w, dropout_p, True)
+    return torch.matmul(w, hv), (w if need_weights else None)
+
+
 def _decode(agg: Tensor, dead: Tensor | None, *, c: float, dtype: torch.dtype) -> Tensor:
     """The Poincaré point (in ``dtype``) of the Klein midpoint ``(Σ w h_s) / (sqrt(c) Σ w h_0)``.
 
@@ -631,7 +723,7 @@ class HyperbolicMultiHeadAttention(nn.Module):
         h = _tangent_to_lorentz(z, bias, c=self.c, t_max=t_max, pad=pad)
         return h.permute(2, 0, 3, 1, 4)
 
-    def _fast_encode(
+    def _lorentz_encode(
         self,
         query: Tensor,
         key: Tensor,
@@ -641,15 +733,22 @@ class HyperbolicMultiHeadAttention(nn.Module):
         *,
         fused: bool,
         shared_kv: bool,
-    ) -> tuple[Tensor, Tensor, Tensor]:
-        """Inputs of the fused ``"cosh"`` kernel, formed from the tangent projections.
+        wide: bool,
+    ) -> tuple[Tensor, Tensor, Tensor] | None:
+        """Lorentz inputs of the attention, formed from the tangent projections.
 
-        Returns ``(beta c (-h_0, h_s), h_k, h_v)``, each (B, heads, L, W), with the Lorentz
-        coordinates of the head points taken from their tangent vectors at the origin
-        (:func:`_tangent_to_lorentz`): no head point is formed in the ball. If a head point
-        lies beyond ``c|x|^2 = 31/33`` (``sqrt(c) h_0 > 32``) and ``dtype`` is narrower than
-        float64, the call instead forms the head points in ``dtype`` (exactly as the explicit
-        path does) and their Lorentz coordinates and the attention in float64.
+        The Lorentz coordinates of the head points are taken from their tangent vectors at the
+        origin (:func:`_tangent_to_lorentz`): no head point is formed in the ball.
+
+        ``wide=False`` (the fused ``"cosh"`` kernel): returns ``(beta c (-h_0, h_s), h_k,
+        h_v)``, each (B, heads, L, W). If a head point lies beyond ``c|x|^2 = 31/33``
+        (``sqrt(c) h_0 > 32``) and ``dtype`` is narrower than float64, the call instead forms
+        the head points in ``dtype`` (exactly as the explicit path does) and their Lorentz
+        coordinates and the attention in float64.
+
+        ``wide=True`` (explicit scores, :func:`_aggregate_lorentz`): returns
+        ``c (h_0, -h_s)`` and ``h_k`` in float64 and ``h_v`` in ``dtype``, or None when a head
+        point lies beyond that radius (the caller then takes the explicit path on points).
         """
         c = self.c
         t_max = math.atanh(_max_norm(dtype))
@@ -665,11 +764,15 @@ class HyperbolicMultiHeadAttention(nn.Module):
                 (F.linear(x, self._weight(i).to(dtype)), self._bias(i, i + 1))
                 for i, x in enumerate((uq, uk, uv))
             ]
+        if wide:
+            parts = [(z.double(), bias) for z, bias in parts]
         hs = [self._lorentz_heads(z, bias, t_max) for z, bias in parts]
         if dtype != torch.float64:
             limit = 32.0 / math.sqrt(c)
             with torch.no_grad():
                 far = torch.stack([(h[..., 0] > limit).any() for h in hs]).any()
+            if bool(far) and wide:
+                return None
             if bool(far):
                 # Lorentz coordinates of far-out points lose the scores and the midpoint below
                 # float64 (see the module docstring): this call then takes the head points as
@@ -686,6 +789,8 @@ class HyperbolicMultiHeadAttention(nn.Module):
             hq, hk, hv = (h[0] for h in hs)
         sign = torch.ones(hq.shape[-1], dtype=hq.dtype, device=hq.device)
         sign[0] = -1.0
+        if wide:
+            return hq * (-c * sign), hk, hv.to(dtype)
         return hq * ((beta * c) * sign), hk, hv
 
     def _fused_points(self, x: Tensor, dtype: torch.dtype) -> Tensor:
@@ -837,13 +942,19 @@ class HyperbolicMultiHeadAttention(nn.Module):
         mask, dead = _prepare_mask(mask, is_causal, score_shape, dtype, query.device)
         recompute = self.memory_efficient and torch.is_grad_enabled()
         fast = self.score == "cosh" and not need_weights
+        # Explicit scores from float64 Lorentz coordinates unless the call computes in float64
+        # (whose accuracy needs the points) or a head point is far out (decided in encode).
+        lorentz = {"on": not fast and dtype != torch.float64}
 
         def encode(x_q: Tensor, x_k: Tensor, x_v: Tensor, beta_: Tensor) -> tuple[Tensor, ...]:
             with P.upcast(dtype if dtype == torch.float64 else torch.float32):
-                if fast:
-                    return self._fast_encode(
-                        x_q, x_k, x_v, beta_, dtype, fused=fused, shared_kv=shared_kv
+                if fast or lorentz["on"]:
+                    enc = self._lorentz_encode(
+                        x_q, x_k, x_v, beta_, dtype, fused=fused, shared_kv=shared_kv, wide=not fast
                     )
+                    if enc is not None:
+                        return enc
+                    lorentz["on"] = False
                 q, k, v = self._project(x_q, x_k, x_v, dtype, fused=fused, shared_kv=shared_kv)
                 return _encode(q, k, v, c=self.c, beta=beta_, score=self.score, fast=fast)
 
@@ -857,7 +968,8 @@ class HyperbolicMultiHeadAttention(nn.Module):
             qa, ka, va = checkpoint(encode, query, key, value, beta, use_reentrant=False)
         else:
             qa, ka, va = encode(query, key, value, beta)
-        agg, weights = _aggregate(
+        aggregate = _aggregate_lorentz if lorentz["on"] else _aggregate
+        agg, weights = aggregate(
             qa,
             ka,
             va,
