@@ -134,7 +134,7 @@ def exact_outside(x: Tensor, c: Tensor) -> Tensor:
         return out
 
 
-def gap_precise(x: Tensor, sc: Tensor, enabled: bool = True) -> Tensor:
+def gap_precise(x: Tensor, c: Tensor, enabled: bool = True) -> Tensor:
     """``B = 1 - c|x|^2`` accurate to a relative ulp of ``B`` itself (not of 1).
 
     The plain form (:func:`gap`) rounds ``|x|`` to a relative ulp, which leaves ``B`` with a
@@ -145,14 +145,14 @@ def gap_precise(x: Tensor, sc: Tensor, enabled: bool = True) -> Tensor:
     ``enabled=False`` (float64 work on float32 data, where the plain form already has 29 spare
     bits), use :func:`gap`.
     """
-    _, _, plain = gap(x, sc)
+    _, _, plain = gap(x, c.sqrt())
     if x.dtype != torch.float64 or not enabled:
         return plain
     with torch.no_grad():
         hi, lo = _exact_sqnorm(x.detach())
-        c = (sc.detach() * sc.detach()).expand_as(hi)
-        p, pe = dd.two_prod(c, hi)
-        precise = ((1 - p) - pe) - c * lo
+        cd = c.detach().expand_as(hi)  # c itself: sqrt(c)^2 would be off by an ulp
+        p, pe = dd.two_prod(cd, hi)
+        precise = ((1 - p) - pe) - cd * lo
         # Points beyond the boundary (a caller's error) get the outermost shell's gap.
         m = max_norm(x.dtype)
         precise = torch.where(precise > 0, precise, torch.full_like(precise, (1 - m) * (1 + m)))

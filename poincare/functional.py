@@ -359,9 +359,8 @@ def _gyration(a: Tensor, b: Tensor, u: Tensor, c: Tensor, precise: bool) -> Tens
     # gyr[a,b] is the rotation, in the plane spanned by a and b, by twice the argument of
     # z = (1 + c<a,b>) + i c |a ^ b|. Written with s = a + b (so that a ~ -b cancels nothing):
     #   Re z = 1 + c<a,b> = (B_a + B_b + c|s|^2) / 2,  |a ^ b|^2 = |a|^2|s|^2 - <a,s>^2.
-    sc = c.sqrt()
-    ba = gap_precise(a, sc, precise)
-    bb = gap_precise(b, sc, precise)
+    ba = gap_precise(a, c, precise)
+    bb = gap_precise(b, c, precise)
     s = a + b
     ss = sqnorm(s)
     aa = sqnorm(a)
@@ -473,7 +472,7 @@ def expmap(x: Tensor, v: Tensor, *, c: Curvature = 1.0) -> Tensor:
     check_last_dims(x=x, v=v)
     out, _, cc, (xx, vv) = prepare(c, wide=True, x=x, v=v)
     sc = cc.sqrt()
-    bx = gap_precise(xx, sc, out == torch.float64)
+    bx = gap_precise(xx, cc, out == torch.float64)
     t = sc * norm(vv) / bx
     w = tanh_over(t) * vv / bx
     q = torch.exp(-2 * t)
@@ -514,8 +513,8 @@ def logmap(x: Tensor, y: Tensor, *, c: Curvature = 1.0) -> Tensor:
     check_last_dims(x=x, y=y)
     out, _, cc, (xx, yy) = prepare(c, wide=True, x=x, y=y)
     sc = cc.sqrt()
-    bx = gap_precise(xx, sc, out == torch.float64)
-    by = gap_precise(yy, sc, out == torch.float64)
+    bx = gap_precise(xx, cc, out == torch.float64)
+    by = gap_precise(yy, cc, out == torch.float64)
     s = yy - xx
     ss = sqnorm(s)
     xs = dot(xx, s)
@@ -691,9 +690,8 @@ def transp(x: Tensor, y: Tensor, v: Tensor, *, c: Curvature = 1.0) -> Tensor:
     """
     check_last_dims(x=x, y=y, v=v)
     out, _, cc, (xx, yy, vv) = prepare(c, wide=True, x=x, y=y, v=v)
-    sc = cc.sqrt()
-    bx = gap_precise(xx, sc, out == torch.float64)
-    by = gap_precise(yy, sc, out == torch.float64)
+    bx = gap_precise(xx, cc, out == torch.float64)
+    by = gap_precise(yy, cc, out == torch.float64)
     return (by / bx * _gyration(yy, -xx, vv, cc, out == torch.float64)).to(out)
 
 
@@ -710,7 +708,7 @@ def transp0(y: Tensor, v: Tensor, *, c: Curvature = 1.0) -> Tensor:
     """
     check_last_dims(y=y, v=v)
     out, _, cc, (yy, vv) = prepare(c, wide=True, y=y, v=v)
-    by = gap_precise(yy, cc.sqrt(), out == torch.float64)
+    by = gap_precise(yy, cc, out == torch.float64)
     return (by * vv).to(out)
 
 
@@ -727,7 +725,7 @@ def egrad2rgrad(x: Tensor, g: Tensor, *, c: Curvature = 1.0) -> Tensor:
     """
     check_last_dims(x=x, g=g)
     out, _, cc, (xx, gg) = prepare(c, wide=True, x=x, g=g)
-    bx = gap_precise(xx, cc.sqrt(), out == torch.float64)
+    bx = gap_precise(xx, cc, out == torch.float64)
     h = bx / 2
     return (h * h * gg).to(out)
 
@@ -865,7 +863,7 @@ def poincare_to_lorentz(x: Tensor, *, c: Curvature = 1.0) -> Tensor:
     """
     out, _, cc, (xx,) = prepare(c, wide=True, x=x)
     sc = cc.sqrt()
-    b = gap_precise(xx, sc, out == torch.float64)
+    b = gap_precise(xx, cc, out == torch.float64)
     h0 = (1 + cc * sqnorm(xx)) / (sc * b)
     hs = (2 * xx / b).to(out)
     with torch.no_grad():
