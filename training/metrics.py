@@ -68,7 +68,7 @@ def plot_curves(path: str | os.PathLike[str], history: Sequence[dict[str, Any]])
     def col(k: str) -> list[float]:
         return [float(h.get(k, math.nan)) for h in history]
 
-    fig, (ax_l, ax_a) = plt.subplots(1, 2, figsize=(8, 3.2), dpi=90)
+    fig, (ax_l, ax_a) = plt.subplots(1, 2, figsize=(9.5, 3.2), dpi=90)
     ax_l.plot(epochs, col("train_loss"), "o-", label="train")
     ax_l.plot(epochs, col("val_loss"), "s-", label="validation")
     ax_l.set_xlabel("epoch")
@@ -85,7 +85,7 @@ def plot_curves(path: str | os.PathLike[str], history: Sequence[dict[str, Any]])
     ax_a.plot(epochs, [100 * v for v in col("chance_top5")], "k:", lw=0.8, label="chance top-5")
     ax_a.set_xlabel("epoch")
     ax_a.set_ylabel("validation retrieval accuracy (%)")
-    ax_a.legend(fontsize=7)
+    ax_a.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.02, 1.0))
     ax_a.grid(alpha=0.3)
     fig.tight_layout()
     buf = io.BytesIO()
