@@ -49,10 +49,10 @@ import poincare as P
 from .layers import (
     _TINY,
     HyperbolicLinear,
+    _bias_point,
     _check_curvature,
     _check_probability,
     _dot,
-    _exp0_factors,
     _scaled_norm,
     _t_derivatives,
     _t_functions,
@@ -174,8 +174,7 @@ def _tangent_to_lorentz(
         b = torch.zeros((1,) * z.dim(), dtype=z.dtype, device=z.device)
         lam_b = torch.full_like(b, 2.0)
     else:
-        ab, chb, _ = _exp0_factors(bias, c=c, t_max=t_max)
-        b, lam_b = ab * bias, 2 * chb * chb
+        b, lam_b = _bias_point(bias, c=c, t_max=t_max, gap=False)
     out: Tensor = _TangentLorentzFunction.apply(z, b, lam_b, c, t_max, pad)  # type: ignore[no-untyped-call]
     return out
 

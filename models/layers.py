@@ -103,22 +103,6 @@ def cast_point(y: Tensor, dtype: torch.dtype, *, c: float) -> Tensor:
 _TINY = 1e-12
 
 
-def _exp0_factors(v: Tensor, *, c: float, t_max: float) -> tuple[Tensor, Tensor, Tensor]:
-    """``(tanh(t)/t, cosh t, sinh(t)/t)``, each (..., 1), for ``t = sqrt(c)|v|``, v (..., D).
-
-    ``expmap0(v) = tanh(t)/t v`` and its gap is ``1 - c|expmap0(v)|^2 = 1/cosh^2 t``. ``t`` is
-    clamped to ``t_max`` in the hyperbolic functions (the shell where ``expmap0`` saturates)
-    but not in the divisors, so the point keeps ``v``'s direction with the saturated norm.
-    """
-    n = torch.linalg.vector_norm(v, dim=-1, keepdim=True)
-    t = n * math.sqrt(c) if c != 1.0 else n
-    tt = t.clamp(min=_TINY)
-    tc = t.clamp(min=_TINY, max=t_max)
-    ch = torch.cosh(tc)
-    sh_over = torch.sinh(tc) / tt
-    return sh_over / ch, ch, sh_over
-
-
 def _saturation(dtype: torch.dtype) -> float:
     """``artanh(1 - eps/2)``: the scaled tangent norm of the outermost shell of ``dtype``."""
     return math.atanh(1.0 - torch.finfo(dtype).eps / 2)
@@ -155,6 +139,37 @@ def _t_derivatives(
     dc = torch.where(inner, 2 * g * tt, 0.0)
     dg = torch.where(inner, (cc + sh * sh - g) / tt, torch.where(outer, -g / tt, 0.0))
     return da, dc, dg
+
+
+class _BiasPointFunction(torch.autograd.Function):
+    """``(expmap0(v), w)`` for tangent vectors ``v`` (..., D), with ``w = 1/cosh^2 t`` (the
+    point's gap ``1 - c|expmap0(v)|^2``) if ``gap`` else ``2 cosh^2 t`` (its conformal factor),
+    ``t = sqrt(c)|v|`` clamped to ``t_max``; one autograd node with a hand-written backward."""
+
+    @staticmethod
+    def forward(ctx: Any, v: Tensor, c: float, t_max: float, gap: bool) -> tuple[Tensor, Tensor]:
+        _, a, cc, _, _ = _t_functions(_scaled_norm(v, c), t_max)
+        ctx.save_for_backward(v)
+        ctx.c, ctx.t_max, ctx.gap = c, t_max, gap
+        return a * v, (torch.reciprocal(cc) if gap else 2 * cc)
+
+    @staticmethod
+    def backward(ctx: Any, grad_b: Tensor, grad_w: Tensor) -> tuple[Tensor | None, ...]:
+        (v,) = ctx.saved_tensors
+        c: float = ctx.c
+        t_max: float = ctx.t_max
+        t = _scaled_norm(v, c)
+        tt, a, cc, g, sh = _t_functions(t, t_max)
+        da, dc, _ = _t_derivatives(t, t_max, tt, a, cc, g, sh)
+        grad_cc = -grad_w / (cc * cc) if ctx.gap else 2 * grad_w
+        coef = (_dot(grad_b, v) * da + grad_cc * dc) * (c / tt)
+        return torch.addcmul(a * grad_b, coef, v), None, None, None
+
+
+def _bias_point(v: Tensor, *, c: float, t_max: float, gap: bool) -> tuple[Tensor, Tensor]:
+    """``expmap0(v)`` and its gap (``gap``) or conformal factor, see :class:`_BiasPointFunction`."""
+    b, w = _BiasPointFunction.apply(v, c, t_max, gap)  # type: ignore[no-untyped-call]
+    return b, w
 
 
 class _Exp0AddFunction(torch.autograd.Function):
@@ -216,8 +231,8 @@ def _expmap0_add(z: Tensor, b: Tensor, *, c: float) -> Tensor:
     if z.shape[-1] != b.shape[-1]:
         raise ValueError(f"z and b must have the same last dimension, got {z.shape}, {b.shape}")
     t_max = _saturation(z.dtype)
-    ab, chb, _ = _exp0_factors(b, c=c, t_max=t_max)
-    out: Tensor = _Exp0AddFunction.apply(z, ab * b, torch.reciprocal(chb * chb), c, t_max)  # type: ignore[no-untyped-call]
+    bp, gap_b = _bias_point(b, c=c, t_max=t_max, gap=True)
+    out: Tensor = _Exp0AddFunction.apply(z, bp, gap_b, c, t_max)  # type: ignore[no-untyped-call]
     return out
 
 

@@ -23,7 +23,7 @@ from models.attention import (
     _tangent_to_lorentz,
     _TangentLorentzFunction,
 )
-from models.layers import _Exp0AddFunction
+from models.layers import _BiasPointFunction, _Exp0AddFunction
 
 F64 = torch.float64
 
@@ -63,6 +63,19 @@ def test_tangent_functions_gradcheck(c: float, scale: float, t_max: float) -> No
             z_, b_, g_, c, t_max
         ),
         (z, b, gap),
+    )
+
+
+@pytest.mark.parametrize("c", [1.0, 0.7])
+@pytest.mark.parametrize("gap", [False, True])
+def test_bias_point_gradcheck(c: float, gap: bool) -> None:
+    """Short, long and saturated (beyond ``t_max = 1.5``) tangent vectors, and a zero one."""
+    g = torch.Generator().manual_seed(4)
+    v = torch.randn(5, 4, dtype=F64, generator=g) * torch.tensor([[0.1], [0.5], [1.0], [3.0], [0]])
+    v.requires_grad_(True)
+    assert torch.autograd.gradcheck(
+        lambda v_: _BiasPointFunction.apply(v_, c, 1.5, gap),  # type: ignore[no-untyped-call]
+        (v,),
     )
 
 
