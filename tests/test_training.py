@@ -342,3 +342,11 @@ def test_optimizer_is_riemannian_for_ball_parameters() -> None:
     opt = build_optimizer(module, TrainConfig())
     assert isinstance(opt, geoopt.optim.RiemannianAdam)
     assert sum(len(g["params"]) for g in opt.param_groups) == 3
+
+
+def test_data_workers_do_not_change_the_result(tmp_path: Path) -> None:
+    a = run(tiny(tmp_path / "w0", epochs=1, use_transformer=False, num_workers=0))
+    b = run(tiny(tmp_path / "w1", epochs=1, use_transformer=False, num_workers=1))
+    wa, wb = _weights(tmp_path / "w0")["model"], _weights(tmp_path / "w1")["model"]
+    assert all(torch.equal(wa[k], wb[k]) for k in wa)
+    assert a.history[0]["val_loss"] == b.history[0]["val_loss"]
