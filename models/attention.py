@@ -36,6 +36,7 @@ go from the Lorentz sums straight to their tangent vectors at the origin
 
 from __future__ import annotations
 
+import functools
 import math
 from typing import Any, Literal, get_args
 
@@ -97,10 +98,19 @@ def _max_norm(dtype: torch.dtype) -> float:
     return 1.0 - torch.finfo(dtype).eps / 2
 
 
+@functools.lru_cache(maxsize=32)
+def _minkowski_sign(width: int, dtype: torch.dtype, device: torch.device) -> Tensor:
+    """The constant ``(-1, 1, ..., 1)`` of length ``width`` (never modified in place)."""
+    sign = torch.ones(width, dtype=dtype, device=device)
+    sign[0] = -1.0
+    return sign
+
+
 class _TangentLorentzFunction(torch.autograd.Function):
     """Lorentz coordinates of ``expmap0(z) ⊕_c b`` (see :func:`_tangent_to_lorentz`) from the
     tangent vector ``z``, the point ``b`` and its conformal factor ``λ_b``, with a hand-written
-    backward pass that keeps only ``z``, ``b``, ``λ_b`` and per-row scalars."""
+    backward pass that keeps only ``z``, ``b``, ``λ_b`` and per-row scalars (``expmap0(z) + b`` is
+    recomputed)."""
 
     @staticmethod
     def forward(
@@ -113,27 +123,26 @@ class _TangentLorentzFunction(torch.autograd.Function):
         pad: bool,
     ) -> Tensor:
         t = _scaled_norm(z, c)
-        _, a, cc, g, _ = _t_functions(t, t_max)
+        tt, a, cc, g, sh = _t_functions(t, t_max)
         s_ = torch.addcmul(b, a, z)  # expmap0(z) + b
         q = _dot(s_, s_) * c
-        h0 = torch.addcmul(torch.ones_like(q), lam_b * q, cc)
+        h0 = (lam_b * q * cc).add_(1.0)
         if c != 1.0:
             h0 = h0 / math.sqrt(c)
         hs = torch.addcmul(s_, q * g, z) * lam_b
-        ctx.save_for_backward(z, b, lam_b, t, q)
+        ctx.save_for_backward(z, b, lam_b, t, tt, a, cc, g, sh, q)
         ctx.c, ctx.t_max = c, t_max
         parts = [h0, hs, torch.zeros_like(h0)] if pad else [h0, hs]
         return torch.cat(parts, dim=-1)
 
     @staticmethod
     def backward(ctx: Any, grad: Tensor) -> tuple[Tensor | None, ...]:
-        z, b, lam_b, t, q = ctx.saved_tensors
+        z, b, lam_b, t, tt, a, cc, g, sh, q = ctx.saved_tensors
         c: float = ctx.c
         t_max: float = ctx.t_max
         d = z.shape[-1]
         g0 = grad[..., :1] / math.sqrt(c) if c != 1.0 else grad[..., :1]
         gs = grad[..., 1 : d + 1]
-        tt, a, cc, g, sh = _t_functions(t, t_max)
         s_ = torch.addcmul(b, a, z)
         sig1 = _dot(gs, s_)
         sig2 = _dot(gs, z)
@@ -770,9 +779,10 @@ class HyperbolicMultiHeadAttention(nn.Module):
             limit = 32.0 / math.sqrt(c)
             with torch.no_grad():
                 far = torch.stack([(h[..., 0] > limit).any() for h in hs]).any()
-            if bool(far) and wide:
+            is_far = bool(far)
+            if is_far and wide:
                 return None
-            if bool(far):
+            if is_far:
                 # Lorentz coordinates of far-out points lose the scores and the midpoint below
                 # float64 (see the module docstring): this call then takes the head points as
                 # stored in ``dtype`` (as the explicit path does) and converts them in float64.
@@ -786,8 +796,7 @@ class HyperbolicMultiHeadAttention(nn.Module):
             hq, hk, hv = hs[0].unbind(0)
         else:
             hq, hk, hv = (h[0] for h in hs)
-        sign = torch.ones(hq.shape[-1], dtype=hq.dtype, device=hq.device)
-        sign[0] = -1.0
+        sign = _minkowski_sign(hq.shape[-1], hq.dtype, hq.device)
         if wide:
             return hq * (-c * sign), hk, hv.to(dtype)
         return hq * ((beta * c) * sign), hk, hv

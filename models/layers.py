@@ -115,7 +115,8 @@ def _dot(x: Tensor, y: Tensor) -> Tensor:
 
 def _scaled_norm(z: Tensor, c: float) -> Tensor:
     """``t = sqrt(c)|z|``, (..., 1)."""
-    return (_dot(z, z) * c).sqrt()
+    sq = _dot(z, z)
+    return (sq * c if c != 1.0 else sq).sqrt()
 
 
 def _t_functions(t: Tensor, t_max: float) -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor]:
@@ -187,20 +188,20 @@ class _Exp0AddFunction(torch.autograd.Function):
         t_max: float,
     ) -> Tensor:
         t = _scaled_norm(z, c)
-        _, a, cc, g, _ = _t_functions(t, t_max)
+        tt, a, cc, g, sh = _t_functions(t, t_max)
         s = torch.addcmul(b, a, z)
         q = _dot(s, s) * c
         den = torch.addcmul(gap_b, q, cc)
-        ctx.save_for_backward(z, b, gap_b, t, q, den)
+        y = torch.addcmul(s, q * g, z) / den
+        ctx.save_for_backward(z, b, gap_b, t, tt, a, cc, g, sh, q, den)
         ctx.c, ctx.t_max = c, t_max
-        return torch.addcmul(s, q * g, z) / den
+        return y
 
     @staticmethod
     def backward(ctx: Any, gy: Tensor) -> tuple[Tensor | None, ...]:
-        z, b, gap_b, t, q, den = ctx.saved_tensors
+        z, b, gap_b, t, tt, a, cc, g, sh, q, den = ctx.saved_tensors
         c: float = ctx.c
         t_max: float = ctx.t_max
-        tt, a, cc, g, sh = _t_functions(t, t_max)
         s = torch.addcmul(b, a, z)
         y = torch.addcmul(s, q * g, z) / den
         gam = gy / den
