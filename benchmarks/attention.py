@@ -22,7 +22,10 @@ bytes of the distinct tensor storages saved for backward by autograd
 (``torch.autograd.graph.saved_tensors_hooks``), i.e. the activation memory a training step
 holds between forward and backward; parameters and inputs are excluded.
 
-Run: ``python benchmarks/attention.py [--batch 4 --embed 128 --heads 8 --rounds 7]``.
+Run: ``python benchmarks/attention.py [--batch 4 --embed 128 --heads 8 --rounds 7]``;
+``--impls hyp-cosh hyp-dist`` restricts the run to some implementations (the two Euclidean
+references always run). The machine running it may be shared: the ratios are medians of
+per-round ratios of interleaved runs, which absorbs slow drifts of the load but not bursts.
 """
 
 from __future__ import annotations

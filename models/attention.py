@@ -27,11 +27,20 @@ output stays accurate for points over the whole representable radius of float32.
 saturate at about half the representable radius (18.7 at ``c = 1``), beyond every float32
 input.
 
-In :class:`HyperbolicMultiHeadAttention` the fused ``"cosh"`` path never forms the head
-points in the ball: the Lorentz coordinates of ``expmap0(z) ⊕_c b`` come in closed form from
-the tangent vector ``z`` of the projection (:func:`_tangent_to_lorentz`), and the head outputs
-go from the Lorentz sums straight to their tangent vectors at the origin
-(:func:`_midpoint_tangent`), which the head merge and the output projection consume.
+In :class:`HyperbolicMultiHeadAttention` the head points are not formed in the ball: the
+Lorentz coordinates of ``expmap0(z) ⊕_c b`` come in closed form from the tangent vector ``z``
+of the projection (:func:`_tangent_to_lorentz`, accurate to a few ulps relative), and the head
+outputs go from the Lorentz sums straight to their tangent vectors at the origin
+(:func:`_midpoint_tangent`), which the head merge and the output projection consume. The fused
+``"cosh"`` path uses these coordinates in the compute dtype. Explicit scores of calls computing
+below float64 (``"distance"``, ``"squared"``, ``need_weights=True``) take ``cosh(sqrt(c) d)``
+from one float64 product of the same coordinates, ``g``, and
+``d = log1p(g - 1 + sqrt((g - 1)(g + 1))) / sqrt(c)`` (``= acosh(g) / sqrt(c)``) with ``g - 1``
+formed in float64; the value sums are in the compute dtype, as on the fused path
+(:func:`_aggregate_lorentz`). Both switch to the head points as stored (with float64 Lorentz
+sums, as above) when a head point lies beyond ``c|x|^2 = 31/33``; calls computing in float64
+always take the points. The elementwise maps have hand-written backward passes that keep only
+their inputs and per-row scalars.
 """
 
 from __future__ import annotations
