@@ -496,7 +496,7 @@ class _LorentzScoreFunction(torch.autograd.Function):
 
     Only ``g - 1`` needs ``g``'s precision (it cancels for close pairs); it is formed there,
     rounded to ``dtype``, and everything after (values, the backward pass, which keeps only
-    ``g - 1``) runs in ``dtype``.
+    ``g - 1``) runs in ``dtype``, in place on fresh ``(..., N, M)`` buffers.
     """
 
     @staticmethod
@@ -506,43 +506,51 @@ class _LorentzScoreFunction(torch.autograd.Function):
         gm1 = (g - 1).to(dtype).clamp_(min=0.0)
         ctx.save_for_backward(gm1, beta)
         ctx.c, ctx.score, ctx.g_dtype = c, score, g.dtype
-        return _score_of_cosh(gm1, c, score) * (-beta.to(dtype))
+        if score == "cosh":
+            return gm1 * (-beta.to(dtype))
+        return _distance_of(gm1, c, score).mul_(-beta.to(dtype))
 
     @staticmethod
     def backward(ctx: Any, grad: Tensor) -> tuple[Tensor | None, ...]:
         gm1, beta = ctx.saved_tensors
         c: float = ctx.c
         score: str = ctx.score
-        grad_g = None
-        if ctx.needs_input_grad[0]:
-            if score == "cosh":
-                grad_g = grad * (-beta.to(grad.dtype))
-            else:
-                # d d / d g = 1 / (s sinh(s d)) = 1 / (s sqrt((g - 1)(g + 1))); 0 where clamped
-                free = gm1 > 2 * _TINY * _TINY
-                df = torch.where(free, torch.rsqrt(gm1.clamp(min=_TINY) * (gm1 + 2)), 0.0)
-                if score == "squared":
-                    df = df * (2 * _score_of_cosh(gm1, c, "distance"))
-                grad_g = grad * df * (-beta.to(grad.dtype) / math.sqrt(c))
+        neg_beta = -beta.to(grad.dtype)
+        grad_g = grad_beta = None
+        if score == "cosh":
+            if ctx.needs_input_grad[0]:
+                grad_g = grad * neg_beta
+            if ctx.needs_input_grad[1]:
+                grad_beta = -(grad * gm1).sum_to_size(beta.shape)
+        else:
+            # d d / d g = 1 / (s sinh(s d)) = 1 / (s sqrt((g - 1)(g + 1))); 0 where d is 0
+            sinh_sd = (gm1 + 2).mul_(gm1).sqrt_()
+            d = torch.log1p(gm1 + sinh_sd)
+            if c != 1.0:
+                d.div_(math.sqrt(c))
+            df = sinh_sd.clamp_(min=_TINY).reciprocal_().masked_fill_(gm1 <= 2 * _TINY**2, 0.0)
+            if score == "squared":
+                df.mul_(d).mul_(2.0)
+                d.mul_(d)
+            if ctx.needs_input_grad[0]:
+                grad_g = (grad * df).mul_(neg_beta / math.sqrt(c))
+            if ctx.needs_input_grad[1]:
+                grad_beta = -(grad * d).sum_to_size(beta.shape)
+        if grad_g is not None:
             grad_g = grad_g.to(ctx.g_dtype)
-        grad_beta = None
-        if ctx.needs_input_grad[1]:
-            grad_beta = (-(grad * _score_of_cosh(gm1, c, score))).sum_to_size(beta.shape)
+        if grad_beta is not None:
             grad_beta = grad_beta.to(beta.dtype)
         return grad_g, grad_beta, None, None, None
 
 
-def _score_of_cosh(gm1: Tensor, c: float, score: str) -> Tensor:
-    """``f(d)`` from ``gm1 = cosh(sqrt(c) d) - 1 >= 0``: ``gm1`` for ``"cosh"``, else
-    ``d = acosh(1 + gm1) / sqrt(c) = log1p(gm1 + sqrt(gm1 (gm1 + 2))) / sqrt(c)`` (a sum of
-    non-negative terms; ``log1p`` is vectorised where ``asinh``/``acosh`` are not) or its
-    square."""
-    if score == "cosh":
-        return gm1
-    d = torch.log1p(gm1 + torch.sqrt(gm1 * (gm1 + 2)))
+def _distance_of(gm1: Tensor, c: float, score: str) -> Tensor:
+    """``d = acosh(1 + gm1) / sqrt(c) = log1p(gm1 + sqrt(gm1 (gm1 + 2))) / sqrt(c)`` from
+    ``gm1 = cosh(sqrt(c) d) - 1 >= 0`` (a sum of non-negative terms; ``log1p`` is vectorised
+    where ``asinh``/``acosh`` are not), or ``d^2`` for ``score == "squared"``; a new tensor."""
+    d = (gm1 + 2).mul_(gm1).sqrt_().add_(gm1).log1p_()
     if c != 1.0:
-        d = d / math.sqrt(c)
-    return d * d if score == "squared" else d
+        d.div_(math.sqrt(c))
+    return d.mul_(d) if score == "squared" else d
 
 
 def _aggregate_lorentz(
