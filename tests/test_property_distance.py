@@ -30,6 +30,7 @@ from verification.strategies import (
     matrices,
     nearly_equal_pairs,
     points,
+    translated_points,
 )
 
 B = 8
@@ -107,8 +108,15 @@ def test_property_dist_triangle_inequality(dtype: torch.dtype, data: st.DataObje
 @pytest.mark.parametrize("dtype", DTYPE_PARAMS)
 @given(data=st.data())
 def test_property_dist_gyrotranslation_invariant(dtype: torch.dtype, data: st.DataObject) -> None:
-    """d(a ⊕ x, a ⊕ y) = d(x, y): left gyrotranslations are isometries."""
-    c, (a, x, y) = _draw_points(data, dtype, 3)
+    """d(a ⊕ x, a ⊕ y) = d(x, y): left gyrotranslations are isometries.
+
+    ``x`` and ``y`` are drawn as ``(-a) ⊕ t`` for drawn ``t``, so that ``a ⊕ x`` and ``a ⊕ y``
+    are representable (a projected sum would not be an isometric image).
+    """
+    c, (a,) = _draw_points(data, dtype, 1)
+    x = data.draw(translated_points(a, c=c), label="x")
+    y = data.draw(translated_points(a, c=c), label="y")
+    note_tensors(x=x, y=y)
     ax = poincare.mobius_add(a, x, c=c)
     ay = poincare.mobius_add(a, y, c=c)
     lhs = poincare.dist(ax, ay, c=c).to(torch.float64)

@@ -105,7 +105,10 @@ def test_property_scalar_mul_scaling(dtype: torch.dtype, data: st.DataObject) ->
     """Ungar's scaling property: (|r| ⊗ x) / |r ⊗ x| = x / |x| for x != 0 and r != 0.
 
     ``r ⊗ x`` is ``x`` times a positive factor, so its direction is exact up to a few roundings:
-    the bound on each component is ``16 eps`` (directions are unit vectors).
+    the bound on each component is ``16 eps`` (directions are unit vectors). For points below
+    ``eps`` in norm the contract's floor (``hulp`` uses ``max(|q|, eps)``) applies: an absolute
+    error ``16 eps^2``, i.e. a direction error ``16 eps^2 / |r ⊗ x|`` (subnormal points cannot
+    keep their direction when scaled).
     """
     c = data.draw(curvatures(), label="c")
     r = data.draw(dyadic(24).map(lambda v: v if v != 0 else 1.0), label="r")
@@ -119,8 +122,10 @@ def test_property_scalar_mul_scaling(dtype: torch.dtype, data: st.DataObject) ->
     ok = (nx > 0) & (nb > 0)
     lhs = torch.where(ok, a / nb.clamp_min(1e-300), torch.zeros_like(a))
     rhs = torch.where(ok, x64 / nx.clamp_min(1e-300), torch.zeros_like(a))
-    err = (lhs - rhs).abs().max()
-    assert float(err) <= HULP_BOUND * eps(dtype), f"direction error {float(err):.3e}"
+    err = (lhs - rhs).abs().amax(dim=-1)
+    e = eps(dtype)
+    bound = HULP_BOUND * e * torch.clamp(e / nb.squeeze(-1).clamp_min(1e-300), min=1.0)
+    assert bool((err <= bound).all()), f"direction error {float((err / bound).max()):.2f}x bound"
 
 
 @pytest.mark.parametrize("dtype", DTYPE_PARAMS)
