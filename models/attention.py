@@ -969,17 +969,19 @@ class HyperbolicMultiHeadAttention(nn.Module):
         fast = self.score == "cosh" and not need_weights
         # Explicit scores from float64 Lorentz coordinates unless the call computes in float64
         # (whose accuracy needs the points) or a head point is far out (decided in encode).
-        lorentz = {"on": not fast and dtype != torch.float64}
+        # (encode runs the same steps on every call, as checkpoint's recomputation requires.)
+        wide = not fast and dtype != torch.float64
+        lorentz = {"on": wide}
 
         def encode(x_q: Tensor, x_k: Tensor, x_v: Tensor, beta_: Tensor) -> tuple[Tensor, ...]:
             with P.upcast(dtype if dtype == torch.float64 else torch.float32):
-                if fast or lorentz["on"]:
+                if fast or wide:
                     enc = self._lorentz_encode(
-                        x_q, x_k, x_v, beta_, dtype, fused=fused, shared_kv=shared_kv, wide=not fast
+                        x_q, x_k, x_v, beta_, dtype, fused=fused, shared_kv=shared_kv, wide=wide
                     )
+                    lorentz["on"] = wide and enc is not None
                     if enc is not None:
                         return enc
-                    lorentz["on"] = False
                 q, k, v = self._project(x_q, x_k, x_v, dtype, fused=fused, shared_kv=shared_kv)
                 return _encode(q, k, v, c=self.c, beta=beta_, score=self.score, fast=fast)
 

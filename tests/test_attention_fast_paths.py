@@ -226,3 +226,29 @@ def test_linear_forward_tangent_matches_the_composition() -> None:
             c=c,
         )
         assert float(poincare.dist(y, ref, c=c).max()) < 1e-12
+
+
+@pytest.mark.parametrize("score", ["cosh", "distance", "squared"])
+@pytest.mark.parametrize("far", [False, True])
+def test_memory_efficient_float32_matches_plain(score: str, far: bool) -> None:
+    """Recomputation in backward takes the same path as the forward pass, for head points
+    within the closed-form range and beyond it (where the point path takes over)."""
+    torch.manual_seed(0)
+    plain = HyperbolicMultiHeadAttention(16, 4, score=score)  # type: ignore[arg-type]
+    lean = HyperbolicMultiHeadAttention(16, 4, score=score, memory_efficient=True)  # type: ignore[arg-type]
+    if far:
+        with torch.no_grad():
+            assert plain.in_proj_weight is not None
+            plain.in_proj_weight.mul_(8.0)
+    lean.load_state_dict(plain.state_dict())
+    x = _points((2, 6, 16), 6.0 if far else 2.0, 1.0, seed=5)
+    pad = torch.tensor([[False] * 5 + [True], [False] * 6])
+    results = []
+    for m in (plain, lean):
+        xx = x.clone().requires_grad_(True)
+        out, _ = m(xx, xx, xx, key_padding_mask=pad, is_causal=True)
+        poincare.dist0(out).sum().backward()  # type: ignore[no-untyped-call]
+        results.append((out.detach(), xx.grad, *(p.grad for p in m.parameters())))
+    for a, b in zip(*results, strict=True):
+        assert a is not None and b is not None
+        torch.testing.assert_close(a, b)
