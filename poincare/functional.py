@@ -10,7 +10,8 @@ Conventions shared by every op:
   ``float16``/``bfloat16`` in ``float32``; under :func:`poincare.upcast` every op computes in the
   requested dtype. The maps and transports (:func:`expmap`, :func:`logmap`, :func:`gyration`,
   :func:`transp`, :func:`transp0`, :func:`egrad2rgrad`), whose condition number grows like
-  :math:`e^{r}`, compute ``float32`` inputs in ``float64`` and take the gap
+  :math:`e^{r}`, and Möbius addition (whose derivatives near the boundary come out of
+  cancelling terms) compute ``float32`` inputs in ``float64``; the former take the gap
   :math:`1 - c|x|^2` of ``float64`` inputs from a double-double norm. Results always come back
   in the (promoted) dtype of the inputs, and point-valued results are passed through
   :func:`project` in that dtype, so they are strictly inside the ball *as stored*.
@@ -248,7 +249,9 @@ def mobius_add(x: Tensor, y: Tensor, *, c: Curvature = 1.0) -> Tensor:
                           {1 + 2c\langle x,y\rangle + c^2|x|^2|y|^2}
                    = \frac{B_x (x+y) + c|x+y|^2\,x}{c|x+y|^2 + B_x B_y},
 
-    the second form (used here) having only sums of non-negative terms.
+    the second form (used here) having only sums of non-negative terms. ``float32`` inputs are
+    computed in ``float64``: the values would be accurate in float32 too, but the derivatives
+    near the boundary (of size ``B_p``) come out of cancelling terms of size 1.
 
     Args:
         x: ``(..., D)`` points.
@@ -262,14 +265,14 @@ def mobius_add(x: Tensor, y: Tensor, *, c: Curvature = 1.0) -> Tensor:
         TypeError, ValueError: bad dtypes, mismatched last dimensions, invalid ``c``.
     """
     check_last_dims(x=x, y=y)
-    out, _, cc, (xx, yy) = prepare(c, x=x, y=y)
+    out, _, cc, (xx, yy) = prepare(c, wide=True, x=x, y=y)
     return _finish_point(_mobius_add(xx, yy, cc), out, cc)
 
 
 def mobius_sub(x: Tensor, y: Tensor, *, c: Curvature = 1.0) -> Tensor:
     r"""Möbius subtraction :math:`x \ominus_c y = x \oplus_c (-y)`. Shapes as :func:`mobius_add`."""
     check_last_dims(x=x, y=y)
-    out, _, cc, (xx, yy) = prepare(c, x=x, y=y)
+    out, _, cc, (xx, yy) = prepare(c, wide=True, x=x, y=y)
     return _finish_point(_mobius_add(xx, -yy, cc), out, cc)
 
 
@@ -870,7 +873,9 @@ def poincare_to_lorentz(x: Tensor, *, c: Curvature = 1.0) -> Tensor:
         hsd = hs.detach().to(torch.float64)
         exact = torch.sqrt(1 / cc.detach().to(torch.float64) + sqnorm(hsd))
         up = exact.to(out)
-        up = torch.where(up.to(torch.float64) < exact, torch.nextafter(up, up + 1), up)
+        up = torch.where(
+            up.to(torch.float64) < exact, torch.nextafter(up, torch.full_like(up, math.inf)), up
+        )
     h0o = h0.to(out)
     h0o = h0o + (up - h0o).detach()
     return torch.cat([h0o.expand((*hs.shape[:-1], 1)), hs], dim=-1)
