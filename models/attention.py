@@ -234,9 +234,9 @@ class _MidpointTangentFunction(torch.autograd.Function):
         # d ratio / du: (1/(2(1-u^2)) - ratio)/u on the unclamped branch, -ratio/u beyond r_out,
         # and 0 where u itself is clamped.
         gap = (1 - u) * (1 + u)
-        dratio = torch.where(half <= r_out, (0.5 / gap - ratio) / u, -ratio / u)
-        free = (u_raw >= _TINY) & (u_raw <= _max_norm(agg.dtype))
-        dratio = torch.where(free, dratio, 0.0)
+        # (below _TINY the first form gives 0 by itself: ratio = 1/2 and gap = 1 there)
+        inner = (half <= r_out).to(u.dtype)
+        dratio = (inner * 0.5 / gap - ratio) / u * (u_raw <= _max_norm(agg.dtype)).to(u.dtype)
         w = phi / (den * den * sc)
         grad_a = torch.addcmul(f * grad, w * dratio / (u * den), a_s)
         grad_den = -w * (ratio + dratio * u)

@@ -133,12 +133,15 @@ def _t_functions(t: Tensor, t_max: float) -> tuple[Tensor, Tensor, Tensor, Tenso
 def _t_derivatives(
     t: Tensor, t_max: float, tt: Tensor, a: Tensor, cc: Tensor, g: Tensor, sh: Tensor
 ) -> tuple[Tensor, Tensor, Tensor]:
-    """Derivatives in ``t`` of ``(a, C, g)`` from :func:`_t_functions`, clamps included."""
-    inner = (t >= _TINY) & (t <= t_max)
-    outer = t > t_max
-    da = torch.where(inner, (torch.reciprocal(cc) - a) / tt, torch.where(outer, -a / tt, 0.0))
-    dc = torch.where(inner, 2 * g * tt, 0.0)
-    dg = torch.where(inner, (cc + sh * sh - g) / tt, torch.where(outer, -g / tt, 0.0))
+    """Derivatives in ``t`` of ``(a, C, g)`` from :func:`_t_functions`, clamps included.
+
+    Below ``_TINY`` the formulas give 0 by themselves (``a = C = g = 1`` to the last bit there);
+    beyond ``t_max`` only the divisors vary (``a' = -a/t``, ``C' = 0``, ``g' = -g/t``).
+    """
+    inner = (t <= t_max).to(t.dtype)
+    da = (inner / cc - a) / tt
+    dc = (g * tt) * (2 * inner)
+    dg = (inner * torch.addcmul(cc, sh, sh) - g) / tt
     return da, dc, dg
 
 
