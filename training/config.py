@@ -64,7 +64,7 @@ class TrainConfig:
     transformer_layers: int = 4
     transformer_dropout: float = 0.1
     fp64_hyper: bool = False
-    distance: str = "regular"
+    distance: str = "squared"
     curvature: float = 1.0
     feature_dim: int = 32
     encoder_width: int = 16
