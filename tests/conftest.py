@@ -25,7 +25,7 @@ from hypothesis import HealthCheck, note, settings
 from verification import metrics
 from verification import reference as ref
 
-CI_EXAMPLES = 12
+CI_EXAMPLES = 25
 THOROUGH_FACTOR = 10
 
 _COMMON = {

@@ -367,6 +367,8 @@ def test_property_gradients_match_reference_midpoint(
         _assert_grad_close(gx[i], dp, rtol[i].expand(len(dp)), f"∇_x midpoint[{i}]")
         # d m / d a_i vanishes for one point (or equal points); its natural size is that of
         # the point gradient times the spread of the points over the smallest weight.
-        size = sum(float(ref.norm(g)) for g in dp) * max(float(ref.norm(p)) for p in pts)  # type: ignore[arg-type]
+        # (points below eps in norm count as eps: the contract's floor, as in hulp).
+        spread = max(max(float(ref.norm(p)) for p in pts), float(torch.finfo(dtype).eps))  # type: ignore[arg-type]
+        size = sum(float(ref.norm(g)) for g in dp) * spread
         floor = size / min(float(v) for v in ws)  # type: ignore[attr-defined]
         _assert_grad_close(ga[i : i + 1], [dw], rtol[i : i + 1], f"∇_weights midpoint[{i}]", floor)
