@@ -18,6 +18,7 @@ from . import _dd as dd
 
 __all__ = [
     "artanh_over",
+    "asinh",
     "asinh_over",
     "dd_expmap",
     "dot",
@@ -56,11 +57,22 @@ def artanh_over(u: Tensor) -> Tensor:
     return torch.where(small, 1 + u * u / 3, torch.atanh(safe) / safe)
 
 
+def asinh(t: Tensor) -> Tensor:
+    """``asinh(t)`` for ``t >= 0`` as ``log1p(t + t^2 / (1 + sqrt(1 + t^2)))``.
+
+    Every term is non-negative, so the result is accurate to a few ulps for all ``t`` (the
+    coordinates of the ball keep ``t^2`` far from overflow), and it is several times faster than
+    ``torch.asinh`` on the CPU.
+    """
+    t2 = t * t
+    return torch.log1p(t + t2 / (1 + torch.sqrt(1 + t2)))
+
+
 def asinh_over(a: Tensor) -> Tensor:
     """``asinh(a) / a`` (1 at 0), for ``a >= 0``."""
     small = a < _small(a)
     safe = torch.where(small, torch.ones_like(a), a)
-    return torch.where(small, 1 - a * a / 6, torch.asinh(safe) / safe)
+    return torch.where(small, 1 - a * a / 6, asinh(safe) / safe)
 
 
 def dot(x: Tensor, y: Tensor) -> Tensor:

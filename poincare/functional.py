@@ -52,6 +52,7 @@ from ._checks import (
 )
 from ._numerics import (
     artanh_over,
+    asinh,
     asinh_over,
     dd_expmap,
     dot,
@@ -539,7 +540,7 @@ def _dist(x: Tensor, y: Tensor, c: Tensor) -> Tensor:
     _, _, bx = gap(x, sc)
     _, _, by = gap(y, sc)
     e = norm(x - y)
-    return 2 / sc * torch.asinh(sc * e / torch.sqrt(bx * by))
+    return 2 / sc * asinh(sc * e / torch.sqrt(bx * by))
 
 
 def dist(x: Tensor, y: Tensor, *, c: Curvature = 1.0, keepdim: bool = False) -> Tensor:
@@ -662,7 +663,7 @@ def pairwise_dist(x: Tensor, y: Tensor, *, c: Curvature = 1.0, squared: bool = F
             e = norm(xf[k, i] - yf[k, j]).squeeze(-1)
             vals.append(e * torch.sqrt(rbx[k, i] * rby[k, j]))
         t = t.reshape(-1).index_put((idx,), torch.cat(vals)).reshape(z.shape)
-    dd = torch.asinh(t) if grad else t.asinh_()
+    dd = asinh(t)
     dd = dd * (2 / sc) if grad else dd.mul_(2 / sc)
     if squared:
         dd = dd * dd
