@@ -42,6 +42,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from . import _dd as dd
 from ._checks import (
     Curvature,
     as_curvature,
@@ -859,8 +860,8 @@ def poincare_to_lorentz(x: Tensor, *, c: Curvature = 1.0) -> Tensor:
 
     Near the boundary the coordinates are huge (about :math:`e^{r}`) and their float steps can
     exceed :math:`1/s_c`; the time coordinate is therefore recomputed from the *stored* space
-    coordinates, :math:`h_0 = \sqrt{1/c + |h_{1:}|^2}`, in float64 and rounded upwards, so that
-    the stored point is never space-like (it maps back strictly inside the ball).
+    coordinates, :math:`h_0 = \sqrt{1/c + |h_{1:}|^2}`, in double-double and rounded upwards, so
+    that the stored point is never space-like (it maps back strictly inside the ball).
 
     Returns:
         ``(..., D + 1)``, the time coordinate first.
@@ -871,12 +872,14 @@ def poincare_to_lorentz(x: Tensor, *, c: Curvature = 1.0) -> Tensor:
     h0 = (1 + cc * sqnorm(xx)) / (sc * b)
     hs = (2 * xx / b).to(out)
     with torch.no_grad():
+        # sqrt(1/c + |h_s|^2) in double-double, then rounded upwards to the output dtype.
         hsd = hs.detach().to(torch.float64)
-        exact = torch.sqrt(1 / cc.detach().to(torch.float64) + sqnorm(hsd))
-        up = exact.to(out)
-        up = torch.where(
-            up.to(torch.float64) < exact, torch.nextafter(up, torch.full_like(up, math.inf)), up
-        )
+        cd = cc.detach().to(torch.float64).expand((*hsd.shape[:-1], 1))
+        inv_c = dd.div(dd.const(torch.ones_like(cd)), dd.const(cd))
+        hi, lo = dd.sqrt(dd.add(inv_c, dd.sqnorm(dd.const(hsd))))
+        up = hi.to(out)
+        below = (up.to(torch.float64) < hi) | ((up.to(torch.float64) == hi) & (lo > 0))
+        up = torch.where(below, torch.nextafter(up, torch.full_like(up, math.inf)), up)
     h0o = h0.to(out)
     h0o = h0o + (up - h0o).detach()
     return torch.cat([h0o.expand((*hs.shape[:-1], 1)), hs], dim=-1)
