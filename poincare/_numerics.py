@@ -139,10 +139,9 @@ def exact_outside(x: Tensor, c: Tensor) -> Tensor:
             rows = near.squeeze(-1)
             hi, lo = _exact_sqnorm(xd[rows])
             cr = cd[rows]
-            t = cr * hi
-            slack = torch.where(cr == 1, torch.zeros_like(t), t * 2.0**-52)
+            t, te = dd.two_prod(cr, hi)  # c * hi exactly
             out = out.clone()
-            out[rows] = ((t - 1) + cr * lo) >= -slack
+            out[rows] = ((t - 1) + (te + cr * lo)) >= 0
         return out
 
 

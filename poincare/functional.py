@@ -131,9 +131,13 @@ def _project(x: Tensor, c: Tensor) -> Tensor:
     return y
 
 
-def _finish_point(r: Tensor, dtype: torch.dtype, c: Tensor) -> Tensor:
-    """Cast a computed point to the caller's dtype and make it strictly interior there."""
-    return _project(r.to(dtype), c)
+def _finish_point(r: Tensor, dtype: torch.dtype, c: object) -> Tensor:
+    """Cast a computed point to the caller's dtype and make it strictly interior there.
+
+    ``c`` is the caller's curvature: the ball is decided with its exact (float64) value, not
+    with the compute dtype's rounding of it.
+    """
+    return _project(r.to(dtype), as_curvature(c, torch.float64, r.device))
 
 
 def project(x: Tensor, *, c: Curvature = 1.0) -> Tensor:
@@ -234,10 +238,9 @@ def conformal_factor(x: Tensor, *, c: Curvature = 1.0, keepdim: bool = True) -> 
 # ---------------------------------------------------------------------------------------------
 
 
-def _mobius_add(x: Tensor, y: Tensor, c: Tensor) -> Tensor:
-    sc = c.sqrt()
-    _, _, bx = gap(x, sc)
-    _, _, by = gap(y, sc)
+def _mobius_add(x: Tensor, y: Tensor, c: Tensor, precise: bool = False) -> Tensor:
+    bx = gap_precise(x, c, precise)
+    by = gap_precise(y, c, precise)
     s = x + y
     css = c * sqnorm(s)
     return (bx * s + css * x) / (css + bx * by)
@@ -268,14 +271,14 @@ def mobius_add(x: Tensor, y: Tensor, *, c: Curvature = 1.0) -> Tensor:
     """
     check_last_dims(x=x, y=y)
     out, _, cc, (xx, yy) = prepare(c, wide=True, x=x, y=y)
-    return _finish_point(_mobius_add(xx, yy, cc), out, cc)
+    return _finish_point(_mobius_add(xx, yy, cc, out == torch.float64), out, c)
 
 
 def mobius_sub(x: Tensor, y: Tensor, *, c: Curvature = 1.0) -> Tensor:
     r"""Möbius subtraction :math:`x \ominus_c y = x \oplus_c (-y)`. Shapes as :func:`mobius_add`."""
     check_last_dims(x=x, y=y)
     out, _, cc, (xx, yy) = prepare(c, wide=True, x=x, y=y)
-    return _finish_point(_mobius_add(xx, -yy, cc), out, cc)
+    return _finish_point(_mobius_add(xx, -yy, cc, out == torch.float64), out, c)
 
 
 def _scalar(name: str, r: object, dtype: torch.dtype, device: torch.device) -> Tensor:
@@ -321,7 +324,7 @@ def mobius_scalar_mul(r: float | Tensor, x: Tensor, *, c: Curvature = 1.0) -> Te
     _, u, _ = gap(xx, cc.sqrt())
     a = torch.atanh(u)
     res = rr * tanh_over(rr * a) * artanh_over(u) * xx
-    return _finish_point(res, out, cc)
+    return _finish_point(res, out, c)
 
 
 def mobius_matvec(m: Tensor, x: Tensor, *, c: Curvature = 1.0) -> Tensor:
@@ -357,7 +360,7 @@ def mobius_matvec(m: Tensor, x: Tensor, *, c: Curvature = 1.0) -> Tensor:
     mx = F.linear(xx, mm)
     g = artanh_over(u)
     t = sc * norm(mx) * g
-    return _finish_point(tanh_over(t) * g * mx, out, cc)
+    return _finish_point(tanh_over(t) * g * mx, out, c)
 
 
 def _gyration(a: Tensor, b: Tensor, u: Tensor, c: Tensor, precise: bool) -> Tensor:
@@ -410,8 +413,9 @@ def gyration(a: Tensor, b: Tensor, u: Tensor, *, c: Curvature = 1.0) -> Tensor:
     out, _, cc, (aa, bb, uu) = prepare(c, wide=True, a=a, b=b, u=u)
     r = _gyration(aa, bb, uu, cc, out == torch.float64).to(out)
     # A rotation never leaves the ball: keep rotated points strictly inside after rounding.
-    inside = ~exact_outside(u, cc)
-    return torch.where(inside, _project(r, cc), r)
+    c64 = as_curvature(c, torch.float64, r.device)
+    inside = ~exact_outside(u, c64)
+    return torch.where(inside, _project(r, c64), r)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -434,7 +438,7 @@ def expmap0(v: Tensor, *, c: Curvature = 1.0) -> Tensor:
     """
     out, _, cc, (vv,) = prepare(c, v=v)
     t = cc.sqrt() * norm(vv)
-    return _finish_point(tanh_over(t) * vv, out, cc)
+    return _finish_point(tanh_over(t) * vv, out, c)
 
 
 def logmap0(y: Tensor, *, c: Curvature = 1.0) -> Tensor:
@@ -489,7 +493,7 @@ def expmap(x: Tensor, v: Tensor, *, c: Curvature = 1.0) -> Tensor:
     if out == torch.float64:
         # Values in double-double; gradients from the formula above (they differ by rounding).
         res = res + (dd_expmap(xx, vv, cc) - res).detach()
-    return _finish_point(res, out, cc)
+    return _finish_point(res, out, c)
 
 
 def logmap(x: Tensor, y: Tensor, *, c: Curvature = 1.0) -> Tensor:
@@ -821,7 +825,7 @@ def einstein_midpoint(
     den = 2 * big_om - big_w + torch.sqrt(big_w * big_w + 4 * cc * big_om * spread)
     den = torch.where(den > 0, den, torch.ones_like(den))
     p = 2 * big_om * xbar / den
-    res = _finish_point(p, out, cc)
+    res = _finish_point(p, out, c)
     return res.unsqueeze(d) if keepdim else res
 
 
@@ -836,7 +840,7 @@ def poincare_to_klein(x: Tensor, *, c: Curvature = 1.0) -> Tensor:
         ``(..., D)`` Klein points.
     """
     out, _, cc, (xx,) = prepare(c, x=x)
-    return _finish_point(2 * xx / (1 + cc * sqnorm(xx)), out, cc)
+    return _finish_point(2 * xx / (1 + cc * sqnorm(xx)), out, c)
 
 
 def klein_to_poincare(k: Tensor, *, c: Curvature = 1.0) -> Tensor:
@@ -850,7 +854,7 @@ def klein_to_poincare(k: Tensor, *, c: Curvature = 1.0) -> Tensor:
     """
     out, _, cc, (kk,) = prepare(c, k=k)
     _, _, bk = gap(kk, cc.sqrt())
-    return _finish_point(kk / (1 + torch.sqrt(bk)), out, cc)
+    return _finish_point(kk / (1 + torch.sqrt(bk)), out, c)
 
 
 def poincare_to_lorentz(x: Tensor, *, c: Curvature = 1.0) -> Tensor:
@@ -898,4 +902,4 @@ def lorentz_to_poincare(h: Tensor, *, c: Curvature = 1.0) -> Tensor:
     if h.shape[-1] < 2:
         raise ValueError(f"h must have last dimension >= 2 (time + space), got {h.shape[-1]}")
     out, _, cc, (hh,) = prepare(c, h=h)
-    return _finish_point(hh[..., 1:] / (1 + cc.sqrt() * hh[..., :1]), out, cc)
+    return _finish_point(hh[..., 1:] / (1 + cc.sqrt() * hh[..., :1]), out, c)
