@@ -135,9 +135,14 @@ def _finish_point(r: Tensor, dtype: torch.dtype, c: object) -> Tensor:
     """Cast a computed point to the caller's dtype and make it strictly interior there.
 
     ``c`` is the caller's curvature: the ball is decided with its exact (float64) value, not
-    with the compute dtype's rounding of it.
+    with the compute dtype's rounding of it. The projection acts here as the last rounding of
+    the result onto the representable ball: its value is kept, but gradients are those of the
+    op's formula (a straight-through step), so a result that rounds onto the outermost shell
+    still has the derivative of the exact op rather than that of a radial clamp.
     """
-    return _project(r.to(dtype), as_curvature(c, torch.float64, r.device))
+    cast = r.to(dtype)
+    projected = _project(cast.detach(), as_curvature(c, torch.float64, r.device))
+    return projected + (cast - cast.detach())  # exactly the projected values
 
 
 def project(x: Tensor, *, c: Curvature = 1.0) -> Tensor:
