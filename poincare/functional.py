@@ -131,6 +131,13 @@ def _project(x: Tensor, c: Tensor) -> Tensor:
     return y
 
 
+def _exact_c(c: object, device: torch.device) -> Tensor:
+    """The caller's (already validated) curvature as float64, without validating it again."""
+    if isinstance(c, Tensor):
+        return c.detach().to(dtype=torch.float64, device=device)
+    return torch.tensor(float(c), dtype=torch.float64, device=device)  # type: ignore[arg-type]
+
+
 def _finish_point(r: Tensor, dtype: torch.dtype, c: object) -> Tensor:
     """Cast a computed point to the caller's dtype and make it strictly interior there.
 
@@ -141,7 +148,7 @@ def _finish_point(r: Tensor, dtype: torch.dtype, c: object) -> Tensor:
     still has the derivative of the exact op rather than that of a radial clamp.
     """
     cast = r.to(dtype)
-    projected = _project(cast.detach(), as_curvature(c, torch.float64, r.device))
+    projected = _project(cast.detach(), _exact_c(c, r.device))
     return projected + (cast - cast.detach())  # exactly the projected values
 
 
@@ -418,7 +425,7 @@ def gyration(a: Tensor, b: Tensor, u: Tensor, *, c: Curvature = 1.0) -> Tensor:
     out, _, cc, (aa, bb, uu) = prepare(c, wide=True, a=a, b=b, u=u)
     r = _gyration(aa, bb, uu, cc, out == torch.float64).to(out)
     # A rotation never leaves the ball: keep rotated points strictly inside after rounding.
-    c64 = as_curvature(c, torch.float64, r.device)
+    c64 = _exact_c(c, r.device)
     inside = ~exact_outside(u, c64)
     return torch.where(inside, _project(r, c64), r)
 
