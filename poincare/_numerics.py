@@ -17,6 +17,7 @@ from torch import Tensor
 from . import _dd as dd
 
 __all__ = [
+    "acosh1p",
     "artanh_over",
     "asinh",
     "asinh_over",
@@ -66,6 +67,16 @@ def asinh(t: Tensor) -> Tensor:
     """
     t2 = t * t
     return torch.log1p(t + t2 / (1 + torch.sqrt(1 + t2)))
+
+
+def acosh1p(x: Tensor) -> Tensor:
+    """``arcosh(1 + x)`` for ``x >= 0`` as ``log1p(x + sqrt(x (x + 2)))`` (a new tensor).
+
+    ``x = cosh(d) - 1`` formed without cancellation gives ``d`` to a few ulps: every term is
+    non-negative, and ``log1p`` keeps the relative accuracy of small distances (``arcosh`` of
+    ``1 + x`` rounded would lose all of it for ``x`` below ``eps``).
+    """
+    return torch.log1p(x + torch.sqrt(x * (x + 2)))
 
 
 def asinh_over(a: Tensor) -> Tensor:

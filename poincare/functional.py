@@ -43,6 +43,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from . import _dd as dd
+from ._fused import expmap0_add_lorentz_raw, expmap0_add_raw, saturation
 from ._checks import (
     Curvature,
     as_curvature,
@@ -75,6 +76,8 @@ __all__ = [
     "einstein_midpoint",
     "expmap",
     "expmap0",
+    "expmap0_add",
+    "expmap0_add_lorentz",
     "gyration",
     "klein_to_poincare",
     "logmap",
@@ -451,6 +454,78 @@ def expmap0(v: Tensor, *, c: Curvature = 1.0) -> Tensor:
     out, _, cc, (vv,) = prepare(c, v=v)
     t = cc.sqrt() * norm(vv)
     return _finish_point(tanh_over(t) * vv, out, c)
+
+
+def expmap0_add(u: Tensor, b: Tensor, *, c: Curvature = 1.0) -> Tensor:
+    r"""The point :math:`\exp_0(u) \oplus_c \exp_0(b)` of two tangent vectors at the origin.
+
+    It is ``mobius_add(expmap0(u), expmap0(b))`` (the Möbius linear layer
+    :math:`(W \otimes x) \oplus \exp_0(\text{bias})` with :math:`u = W\log_0 x`), in one
+    closed form: with :math:`t = s_c|u|`, :math:`p = \exp_0(u)`, :math:`S = p + \exp_0(b)` and
+    :math:`q = c|S|^2`,
+
+    .. math:: \exp_0(u) \oplus_c \exp_0(b) = \frac{S + q\,\frac{\sinh t\cosh t}{t}\,u}
+              {q\cosh^2 t + 1/\cosh^2(s_c|b|)},
+
+    a ratio of sums of non-negative terms: no gap of a rounded point is formed, so nothing
+    saturates when :math:`|u|` exceeds the representable radius (the result then lies on the
+    outermost shell, as ``expmap0`` of such a vector does). One autograd node, whose backward
+    pass (written down in :mod:`poincare._fused`) also differentiates ``c``.
+
+    Args:
+        u: ``(..., D)`` tangent vectors at the origin.
+        b: ``(..., D)`` tangent vectors at the origin (broadcast against ``u``).
+        c: curvature.
+
+    Returns:
+        ``(..., D)`` point strictly inside the ball.
+
+    Raises:
+        TypeError, ValueError: bad dtypes, mismatched last dimensions, invalid ``c``.
+    """
+    check_last_dims(u=u, b=b)
+    out, _, cc, (uu, bb) = prepare(c, u=u, b=b)
+    return _finish_point(expmap0_add_raw(uu, bb, c=cc), out, c)
+
+
+def expmap0_add_lorentz(u: Tensor, b: Tensor | None = None, *, c: Curvature = 1.0) -> Tensor:
+    r"""Lorentz coordinates of :math:`y = \exp_0(u) \oplus_c \exp_0(b)`, straight from the
+    tangent vectors.
+
+    It is ``poincare_to_lorentz(expmap0_add(u, b))`` (``poincare_to_lorentz(expmap0(u))``
+    without ``b``) in one closed form: with :math:`S = \exp_0(u) + \exp_0(b)`,
+    :math:`q = c|S|^2`, :math:`t = s_c|u|` and :math:`\lambda_b = 2\cosh^2(s_c|b|)` (2
+    without ``b``),
+
+    .. math:: h_0 = \frac{1 + \lambda_b q\cosh^2 t}{s_c},\qquad
+              h_{1:} = \lambda_b\Big(S + q\,\frac{\sinh t\cosh t}{t}\,u\Big),
+
+    sums of non-negative terms accurate to a few ulps relative. The point is never formed in
+    the ball, so the coordinates of points beyond the representable radius of the ball's
+    coordinates are still exact (up to the saturation of ``expmap0`` itself at
+    :math:`t = \operatorname{artanh}(1 - \epsilon/2)`). One autograd node (backward in
+    :mod:`poincare._fused`, ``c`` included). The result lies on the hyperboloid
+    :math:`-h_0^2 + |h_{1:}|^2 = -1/c` up to rounding of its coordinates.
+
+    Args:
+        u: ``(..., D)`` tangent vectors at the origin.
+        b: ``(..., D)`` tangent vectors at the origin (broadcast against ``u``), or None.
+        c: curvature.
+
+    Returns:
+        ``(..., D + 1)``, the time coordinate first.
+
+    Raises:
+        TypeError, ValueError: bad dtypes, mismatched last dimensions, invalid ``c``.
+    """
+    if b is None:
+        out, comp, cc, (uu,) = prepare(c, u=u)
+        bb = None
+    else:
+        check_last_dims(u=u, b=b)
+        out, comp, cc, (uu, bb) = prepare(c, u=u, b=b)
+    h = expmap0_add_lorentz_raw(uu, bb, c=cc, t_max=saturation(comp))
+    return h.to(out)
 
 
 def logmap0(y: Tensor, *, c: Curvature = 1.0) -> Tensor:
