@@ -1,38 +1,26 @@
-"""Hyperbolic neural network modules built on :mod:`poincare`, and the video model."""
+"""The video future-prediction model of this repository, built on :mod:`poincare.nn`.
 
-from .attention import HyperbolicMultiHeadAttention, hyperbolic_attention
-from .conv_transformer import ConvHyperbolicTransformer
+Holds the 3-D block encoder, the ConvGRU, :class:`VideoFuturePredictor` and its contrastive
+loss, and re-exports the :mod:`poincare.nn` modules the model uses.
+"""
+
+from poincare.nn import ConvHyperbolicTransformer, HyperbolicMultiHeadAttention, HyperbolicTransformer
+
 from .convgru import ConvGRU, ConvGRUCell
 from .encoder import BlockEncoder3D
-from .layers import (
-    HyperbolicActivation,
-    HyperbolicFeedForward,
-    HyperbolicLayerNorm,
-    HyperbolicLinear,
-    HyperbolicPositionalEncoding,
-)
-from .loss import DISTANCES, ContrastiveOutput, contrastive_loss, group_top1, score_matrix
-from .transformer import HyperbolicTransformer, HyperbolicTransformerBlock
+from .loss import ContrastiveOutput, contrastive_loss, group_top1, score_matrix
 from .video import VideoFuturePredictor
 
 __all__ = [
-    "DISTANCES",
     "BlockEncoder3D",
     "ContrastiveOutput",
     "ConvGRU",
     "ConvGRUCell",
     "ConvHyperbolicTransformer",
-    "HyperbolicActivation",
-    "HyperbolicFeedForward",
-    "HyperbolicLayerNorm",
-    "HyperbolicLinear",
     "HyperbolicMultiHeadAttention",
-    "HyperbolicPositionalEncoding",
     "HyperbolicTransformer",
-    "HyperbolicTransformerBlock",
     "VideoFuturePredictor",
     "contrastive_loss",
     "group_top1",
-    "hyperbolic_attention",
     "score_matrix",
 ]

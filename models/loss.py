@@ -1,28 +1,32 @@
-"""The contrastive (InfoNCE) loss of future prediction, Euclidean or hyperbolic."""
+"""The contrastive (InfoNCE) loss of future prediction, Euclidean or hyperbolic.
+
+Hyperbolic scores are those of the attention (:func:`poincare.nn.functional.pairwise_score`,
+documented once under "Scores" in :mod:`poincare.nn.functional`), computed in the precision of
+the active policy (:func:`poincare.upcast`).
+"""
 
 from __future__ import annotations
 
-import contextlib
 from dataclasses import dataclass
-from typing import Literal, get_args
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-import poincare
+from poincare import PoincareBall
+from poincare.nn.functional import canonical_score, pairwise_score
 
 __all__ = [
-    "DISTANCES",
     "ContrastiveOutput",
-    "Distance",
     "contrastive_loss",
     "group_top1",
     "score_matrix",
 ]
 
-Distance = Literal["regular", "squared", "cosh"]
-DISTANCES: tuple[str, ...] = get_args(Distance)
+
+def _curvature(c: float | PoincareBall) -> float | Tensor:
+    """The curvature the ops take: a ball's (differentiable when learnable) or the float."""
+    return c.curvature if isinstance(c, PoincareBall) else c
 
 
 @dataclass(frozen=True)
@@ -48,25 +52,23 @@ def score_matrix(
     target: Tensor,
     *,
     hyperbolic: bool,
-    distance: str = "regular",
-    c: float = 1.0,
-    fp64: bool = False,
+    score: str = "distance",
+    c: float | PoincareBall = 1.0,
 ) -> Tensor:
     """Scores ``s[i, j]`` of prediction ``i`` against target ``j``.
 
-    Euclidean: ``s = <p_i, t_j>`` (dot product; ``distance`` and ``fp64`` are ignored).
-    Hyperbolic (points in the Poincaré ball of curvature ``-c``), with ``d = d_c(p_i, t_j)``:
-    ``regular``: ``s = -d``; ``squared``: ``s = -d²``; ``cosh``: ``s = -cosh(d)``.
-    The distance matrix comes from :func:`poincare.pairwise_dist` (no ``N×M×D`` tensor).
-    Under ``fp64`` the points are converted to float64 and the distances computed inside
-    ``poincare.upcast(torch.float64)``; the scores are then float64.
+    Euclidean: ``s = <p_i, t_j>`` (dot product; ``score`` and ``c`` are ignored).
+    Hyperbolic (points in the Poincaré ball of curvature ``-c``): the pairwise score
+    ``-f(d(p_i, t_j))`` of :func:`poincare.nn.functional.pairwise_score` (``distance`` or its
+    alias ``regular``: ``-d``; ``squared``: ``-d²``; ``cosh``: ``-(cosh(sqrt(c) d) - 1)``),
+    without an ``N×M×D`` tensor, in the precision of the active :func:`poincare.upcast`.
 
     Shapes: ``pred (..., N, D)``, ``target (..., M, D)`` (leading dimensions broadcast) ->
     ``(..., N, M)``.
 
     Raises:
-        ValueError: ``pred``/``target`` with fewer than 2 dimensions, mismatched ``D``, or an
-            unknown ``distance``.
+        ValueError: ``pred``/``target`` with fewer than 2 dimensions, mismatched ``D``, an
+            unknown ``score`` or an invalid ``c``.
     """
     if pred.dim() < 2 or target.dim() < 2:
         raise ValueError(
@@ -78,18 +80,10 @@ def score_matrix(
             f"pred and target must share the last dimension, got {pred.shape[-1]} "
             f"and {target.shape[-1]}"
         )
-    if distance not in DISTANCES:
-        raise ValueError(f"distance must be one of {DISTANCES}, got {distance!r}")
+    name = canonical_score(score)
     if not hyperbolic:
         return pred @ target.transpose(-1, -2)
-    ctx = poincare.upcast(torch.float64) if fp64 else contextlib.nullcontext()
-    with ctx:
-        if fp64:
-            pred, target = pred.double(), target.double()
-        d = poincare.pairwise_dist(pred, target, c=c, squared=distance == "squared")
-        if distance == "cosh":
-            return -torch.cosh(d)
-        return -d
+    return pairwise_score(pred, target, score=name, c=_curvature(c))
 
 
 def contrastive_loss(
@@ -97,9 +91,8 @@ def contrastive_loss(
     target: Tensor,
     *,
     hyperbolic: bool,
-    distance: str = "regular",
-    c: float = 1.0,
-    fp64: bool = False,
+    score: str = "distance",
+    c: float | PoincareBall = 1.0,
 ) -> ContrastiveOutput:
     """InfoNCE over every (sample, future step, location) of future prediction.
 
@@ -113,7 +106,7 @@ def contrastive_loss(
     Top-1 / top-5 are the retrieval accuracies of the positive among the ``N`` targets.
 
     Raises:
-        ValueError: shapes of ``pred`` and ``target`` differ, are empty, or ``distance`` is
+        ValueError: shapes of ``pred`` and ``target`` differ, are empty, or ``score`` is
             unknown.
     """
     if pred.shape != target.shape:
@@ -125,7 +118,7 @@ def contrastive_loss(
         raise ValueError(f"pred must be non-empty with a last dimension, got {tuple(pred.shape)}")
     p = pred.reshape(-1, pred.shape[-1])
     t = target.reshape(-1, target.shape[-1])
-    scores = score_matrix(p, t, hyperbolic=hyperbolic, distance=distance, c=c, fp64=fp64)
+    scores = score_matrix(p, t, hyperbolic=hyperbolic, score=score, c=c)
     labels = torch.arange(p.shape[0], device=p.device)
     loss = F.cross_entropy(scores, labels).to(pred.dtype)
     with torch.no_grad():
@@ -143,9 +136,8 @@ def group_top1(
     group_size: int,
     *,
     hyperbolic: bool,
-    distance: str = "regular",
-    c: float = 1.0,
-    fp64: bool = False,
+    score: str = "distance",
+    c: float | PoincareBall = 1.0,
 ) -> Tensor:
     """Top-1 retrieval accuracy among the videos of a group, at the same step and location.
 
@@ -175,8 +167,6 @@ def group_top1(
         return x.transpose(1, 2)  # (G, R, group_size, D)
 
     with torch.no_grad():
-        s = score_matrix(
-            grouped(pred), grouped(target), hyperbolic=hyperbolic, distance=distance, c=c, fp64=fp64
-        )
+        s = score_matrix(grouped(pred), grouped(target), hyperbolic=hyperbolic, score=score, c=c)
         hit = s.argmax(dim=-1) == torch.arange(group_size, device=s.device)
         return hit.float().mean()

@@ -13,15 +13,17 @@ encoded future blocks (the targets) are then mapped into the ball, ``x ↦ expma
 (hyperbolic model) or kept as they are (Euclidean model), and compared by the contrastive
 loss of :mod:`models.loss`.
 
-Under ``fp64_hyper`` every hyperbolic computation (the map into the ball, the transformer's
-hyperbolic parts, the distances of the loss) runs in float64 inside
-``poincare.upcast(torch.float64)``; the encoder, the ConvGRU and the predictor stay float32.
+Precision follows the policy of :mod:`poincare`: inside ``poincare.upcast(torch.float64)``
+(what the trainer's ``--fp64_hyper`` enters) every hyperbolic computation (the map into the
+ball, the transformer's hyperbolic parts, the scores of the loss) runs in float64, and its
+float64 values go on to the next hyperbolic step without a round trip through float32; the
+encoder, the ConvGRU and the predictor stay float32.
+
+Curvature: one :class:`poincare.PoincareBall` (``model.ball``) is shared by the transformer,
+the map into the ball and the loss; a learnable one trains with the model.
 """
 
 from __future__ import annotations
-
-import contextlib
-from collections.abc import Iterator
 
 import torch
 from torch import Tensor, nn
@@ -29,33 +31,11 @@ from torch import Tensor, nn
 import poincare
 from models.convgru import ConvGRU, ConvGRUCell
 from models.encoder import BlockEncoder3D
-from models.loss import DISTANCES, ContrastiveOutput, contrastive_loss, group_top1
+from models.loss import ContrastiveOutput, contrastive_loss, group_top1
+from poincare.nn import ConvHyperbolicTransformer
+from poincare.nn.functional import canonical_score
 
-__all__ = ["VideoFuturePredictor", "build_hyperbolic_aggregator"]
-
-
-def build_hyperbolic_aggregator(
-    dim: int, num_heads: int, num_layers: int, dropout: float, *, c: float
-) -> nn.Module:
-    """Build the causal ``ConvHyperbolicTransformer(dim, dim, num_heads, num_layers, dropout)``.
-
-    Its ``forward(x (B, T, dim, H, W))`` returns ``(out (B, T, dim, H, W), context
-    (B, dim, H, W))``, both points in the ball of curvature ``-c`` (channels as the ball's
-    coordinates).
-    """
-    from models.conv_transformer import ConvHyperbolicTransformer
-
-    module: nn.Module = ConvHyperbolicTransformer(
-        dim, dim, num_heads, num_layers, dropout, c=c, causal=True
-    )
-    return module
-
-
-def _channels_last_op(fn: object, x: Tensor, c: float) -> Tensor:
-    """Apply a poincare op on the channel axis of ``x (B, D, h, w)``."""
-    assert callable(fn)
-    out: Tensor = fn(x.permute(0, 2, 3, 1), c=c)
-    return out.permute(0, 3, 1, 2)
+__all__ = ["VideoFuturePredictor"]
 
 
 class VideoFuturePredictor(nn.Module):
@@ -72,21 +52,25 @@ class VideoFuturePredictor(nn.Module):
         use_transformer: aggregate with the causal hyperbolic transformer (requires
             ``hyperbolic``) instead of the ConvGRU.
         num_heads, transformer_layers, transformer_dropout: the transformer's shape.
-        c: curvature magnitude of the ball (``> 0``).
-        distance: ``"regular"``, ``"squared"`` or ``"cosh"`` (see :func:`models.loss.score_matrix`).
-        fp64_hyper: compute every hyperbolic operation in float64.
+        c: curvature magnitude of the ball (``> 0``), or a :class:`poincare.PoincareBall`
+            (learnable or not) shared by every hyperbolic part.
+        score: ``"distance"`` (alias ``"regular"``), ``"squared"`` or ``"cosh"`` (see
+            :func:`models.loss.score_matrix`).
         gru_layers, gru_kernel: the ConvGRU's depth and kernel size.
 
     ``forward(video (B, N, 3, L, H, W))`` returns ``(pred, target)``, both ``(B, P, h, w, D)``:
-    points in the ball (float64 under ``fp64_hyper``) or Euclidean vectors.
+    points in the ball (in the compute dtype of the policy: float64 inside
+    ``poincare.upcast(torch.float64)``) or Euclidean vectors.
     :meth:`loss` returns the :class:`~models.loss.ContrastiveOutput` of a video batch.
 
     Raises:
         ValueError: non-positive sizes, ``pred_step >= num_seq``, ``img_dim`` not a multiple of
             8, ``use_transformer`` without ``hyperbolic``, ``num_heads`` not dividing
-            ``feature_dim``, ``c <= 0`` or an unknown ``distance``; in ``forward``, a video of
+            ``feature_dim``, an invalid ``c`` or an unknown ``score``; in ``forward``, a video of
             the wrong shape.
     """
+
+    ball: poincare.PoincareBall
 
     def __init__(
         self,
@@ -102,9 +86,8 @@ class VideoFuturePredictor(nn.Module):
         num_heads: int = 8,
         transformer_layers: int = 4,
         transformer_dropout: float = 0.1,
-        c: float = 1.0,
-        distance: str = "regular",
-        fp64_hyper: bool = False,
+        c: float | poincare.PoincareBall = 1.0,
+        score: str = "distance",
         gru_layers: int = 1,
         gru_kernel: int = 3,
     ) -> None:
@@ -132,10 +115,8 @@ class VideoFuturePredictor(nn.Module):
             raise ValueError("use_transformer requires hyperbolic (the transformer is hyperbolic)")
         if use_transformer and feature_dim % num_heads:
             raise ValueError(f"num_heads ({num_heads}) must divide feature_dim ({feature_dim})")
-        if not c > 0.0:
-            raise ValueError(f"c must be positive, got {c}")
-        if distance not in DISTANCES:
-            raise ValueError(f"distance must be one of {DISTANCES}, got {distance!r}")
+        self.ball = c if isinstance(c, poincare.PoincareBall) else poincare.PoincareBall(c)
+        self.score = canonical_score(score)
         if not 0.0 <= transformer_dropout < 1.0:
             raise ValueError(f"transformer_dropout must be in [0, 1), got {transformer_dropout}")
         self.num_seq = num_seq
@@ -145,14 +126,17 @@ class VideoFuturePredictor(nn.Module):
         self.feature_dim = feature_dim
         self.hyperbolic = hyperbolic
         self.use_transformer = use_transformer
-        self.c = float(c)
-        self.distance = distance
-        self.fp64_hyper = fp64_hyper
         self.encoder = BlockEncoder3D(encoder_width, feature_dim)
         self.aggregator: nn.Module
         if use_transformer:
-            self.aggregator = build_hyperbolic_aggregator(
-                feature_dim, num_heads, transformer_layers, transformer_dropout, c=self.c
+            self.aggregator = ConvHyperbolicTransformer(
+                feature_dim,
+                feature_dim,
+                num_heads,
+                transformer_layers,
+                transformer_dropout,
+                c=self.ball,
+                causal=True,
             )
         else:
             self.aggregator = ConvGRU(feature_dim, feature_dim, gru_kernel, gru_layers)
@@ -166,15 +150,6 @@ class VideoFuturePredictor(nn.Module):
             nn.ReLU(inplace=True),
             nn.Conv2d(feature_dim, feature_dim, 1),
         )
-
-    @contextlib.contextmanager
-    def _hyper(self) -> Iterator[None]:
-        """The precision context of hyperbolic computations (float64 under ``fp64_hyper``)."""
-        if self.fp64_hyper:
-            with poincare.upcast(torch.float64):
-                yield
-        else:
-            yield
 
     def encode(self, video: Tensor) -> Tensor:
         """``video (B, N, 3, L, H, W)`` -> Euclidean features ``(B, N, D, h, w)``."""
@@ -191,16 +166,13 @@ class VideoFuturePredictor(nn.Module):
     def to_ball(self, x: Tensor) -> Tensor:
         """Map feature vectors ``x (..., D)`` to the model's space.
 
-        Hyperbolic: ``project(expmap0(x))`` in the ball of curvature ``-c`` (float64 under
-        ``fp64_hyper``); Euclidean: ``x`` unchanged.
+        Hyperbolic: ``expmap0(x)`` in the ball (strictly inside: ``expmap0`` projects), in the
+        compute dtype of the policy (:func:`poincare.compute_dtype`); Euclidean: ``x``
+        unchanged.
         """
         if not self.hyperbolic:
             return x
-        with self._hyper():
-            if self.fp64_hyper:
-                x = x.double()
-            out: Tensor = poincare.project(poincare.expmap0(x, c=self.c), c=self.c)
-        return out
+        return poincare.expmap0(x.to(poincare.compute_dtype(x.dtype)), c=self.ball.curvature)
 
     def _rollout_gru(self, z_ctx: Tensor) -> Tensor:
         gru = self.aggregator
@@ -218,9 +190,12 @@ class VideoFuturePredictor(nn.Module):
         return torch.stack(preds, dim=1)
 
     def _rollout_transformer(self, z_ctx: Tensor) -> Tensor:
-        with self._hyper():
-            _, context = self.aggregator(z_ctx)
-            hidden = _channels_last_op(poincare.logmap0, context, self.c).to(z_ctx.dtype)
+        aggregator = self.aggregator
+        assert isinstance(aggregator, ConvHyperbolicTransformer)
+        # logmap0 of the context, straight from the transformer's last layer norm (in the
+        # compute dtype), narrowed once for the Euclidean rollout cell.
+        _, context = aggregator.forward_tangent(z_ctx)
+        hidden = context.to(z_ctx.dtype)
         assert self.rollout_cell is not None
         preds: list[Tensor] = []
         for k in range(self.pred_step):
@@ -250,28 +225,15 @@ class VideoFuturePredictor(nn.Module):
 
     def group_top1(self, pred: Tensor, target: Tensor, group_size: int) -> Tensor:
         """:func:`models.loss.group_top1` of ``forward``'s output with this model's scores."""
-        with self._hyper():
-            return group_top1(
-                pred,
-                target,
-                group_size,
-                hyperbolic=self.hyperbolic,
-                distance=self.distance,
-                c=self.c,
-                fp64=self.fp64_hyper,
-            )
+        return group_top1(
+            pred, target, group_size, hyperbolic=self.hyperbolic, score=self.score, c=self.ball
+        )
 
     def loss_of(self, pred: Tensor, target: Tensor) -> ContrastiveOutput:
         """The contrastive loss of ``forward``'s output ``(pred, target)`` (float32 loss)."""
-        with self._hyper():
-            out = contrastive_loss(
-                pred,
-                target,
-                hyperbolic=self.hyperbolic,
-                distance=self.distance,
-                c=self.c,
-                fp64=self.fp64_hyper,
-            )
+        out = contrastive_loss(
+            pred, target, hyperbolic=self.hyperbolic, score=self.score, c=self.ball
+        )
         return ContrastiveOutput(
             loss=out.loss.to(torch.float32),
             top1=out.top1,

@@ -9,10 +9,12 @@ Every op acts on the last dimension, broadcasts over the leading ones, takes the
 ``c > 0`` keyword-only, and stays accurate (a few hyperbolic ULPs) up to the last representable
 shell of the ball. :class:`PoincareBall` offers the same ops as methods of a module holding a
 (possibly learnable) curvature, and :class:`upcast` raises the compute precision of every op in
-its scope.
+its scope (:func:`compute_dtype` tells the dtype an op computes in: the one precision policy,
+read by the modules of :mod:`poincare.nn` too). The modules (linear, layer norm, attention,
+transformer, ...) live in :mod:`poincare.nn`.
 """
 
-from ._precision import current_upcast, upcast
+from ._precision import compute_dtype, current_upcast, upcast
 from .functional import (
     check_point,
     conformal_factor,
@@ -48,6 +50,7 @@ __version__ = "0.1.0"
 __all__ = [
     "PoincareBall",
     "check_point",
+    "compute_dtype",
     "conformal_factor",
     "current_upcast",
     "dist",

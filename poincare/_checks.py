@@ -14,6 +14,7 @@ Curvature = float | Tensor
 __all__ = [
     "Curvature",
     "as_curvature",
+    "check_curvature",
     "check_dim",
     "check_last_dims",
     "check_tensor",
@@ -70,6 +71,28 @@ def common_dtype(*tensors: Tensor) -> torch.dtype:
     return dtype
 
 
+_CURVATURE_MESSAGE = "c must be a finite, strictly positive curvature"
+
+
+def check_curvature(c: object) -> float:
+    """Return a Python curvature as a float, raising unless it is finite and positive.
+
+    This is the one check of a curvature given as a number, used by every op, module and loss.
+
+    Raises:
+        TypeError: ``c`` is not a real number (``bool`` included).
+        ValueError: ``c`` is not finite or not strictly positive.
+    """
+    if isinstance(c, bool) or not isinstance(c, (int, float)):
+        raise TypeError(
+            f"{_CURVATURE_MESSAGE} (a float, a tensor or a PoincareBall), got {type(c).__name__}"
+        )
+    value = float(c)
+    if not math.isfinite(value) or value <= 0:
+        raise ValueError(f"{_CURVATURE_MESSAGE}, got {c!r}")
+    return value
+
+
 def as_curvature(c: object, dtype: torch.dtype, device: torch.device) -> Tensor:
     """Validate a curvature and return it as a tensor of ``dtype`` ready to broadcast.
 
@@ -91,13 +114,9 @@ def as_curvature(c: object, dtype: torch.dtype, device: torch.device) -> Tensor:
         with torch.no_grad():
             bad = ~(torch.isfinite(c) & (c > 0))
             if bool(bad.any()):
-                raise ValueError("c must be finite and strictly positive everywhere")
+                raise ValueError(f"{_CURVATURE_MESSAGE}, got a tensor with other values")
         return c.to(dtype=dtype, device=device)
-    if isinstance(c, bool) or not isinstance(c, (int, float)):
-        raise TypeError(f"c must be a positive float or a tensor, got {type(c).__name__}")
-    if not math.isfinite(c) or c <= 0:
-        raise ValueError(f"c must be finite and strictly positive, got {c}")
-    return torch.tensor(float(c), dtype=dtype, device=device)
+    return torch.tensor(check_curvature(c), dtype=dtype, device=device)
 
 
 def prepare(

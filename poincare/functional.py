@@ -47,6 +47,7 @@ from ._fused import expmap0_add_lorentz_raw, expmap0_add_raw, saturation
 from ._checks import (
     Curvature,
     as_curvature,
+    check_curvature,
     check_dim,
     check_last_dims,
     check_tensor,
@@ -224,11 +225,7 @@ def max_radius(dtype: torch.dtype, *, c: float = 1.0) -> float:
     """
     if not isinstance(dtype, torch.dtype) or not dtype.is_floating_point:
         raise TypeError(f"dtype must be a floating torch.dtype, got {dtype!r}")
-    if isinstance(c, bool) or not isinstance(c, (int, float)):
-        raise TypeError(f"c must be a positive float, got {type(c).__name__}")
-    if not math.isfinite(c) or c <= 0:
-        raise ValueError(f"c must be finite and strictly positive, got {c}")
-    return 2.0 / math.sqrt(c) * math.atanh(max_norm(dtype))
+    return 2.0 / math.sqrt(check_curvature(c)) * math.atanh(max_norm(dtype))
 
 
 def conformal_factor(x: Tensor, *, c: Curvature = 1.0, keepdim: bool = True) -> Tensor:

@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
+from typing import Any
 
 import torch
 from torch import Tensor, nn
 
 from . import functional as PF
-from ._checks import as_curvature
+from ._checks import check_curvature
 
 __all__ = ["PoincareBall"]
 
@@ -26,6 +28,13 @@ class PoincareBall(nn.Module):
     manifold is a ``PoincareBall`` is optimised by ``geoopt.optim.RiemannianAdam`` or
     ``RiemannianSGD`` with this library's maps. geoopt itself is not required to use the class.
 
+    One instance can be shared by every module of a model (pass it as their ``c``): they then
+    compute with one curvature, and a learnable one receives the gradients of all of them.
+    The curvature is held in float64 and never follows a dtype cast of the model
+    (``.half()``, ``.float()``, ``.double()`` move it to the new device only), so a fixed
+    ball keeps the exact value it was given (:attr:`curvature` is that Python float) and a
+    learnable one its float64 parameter ``log_c``.
+
     Args:
         c: initial curvature, a positive finite float.
         learnable: make the curvature trainable.
@@ -38,20 +47,57 @@ class PoincareBall(nn.Module):
     reversible = False
     name = "PoincareBall"
 
+    log_c: Tensor
+    c_value: Tensor
+
     def __init__(self, c: float = 1.0, learnable: bool = False) -> None:
         super().__init__()
-        as_curvature(c, torch.float64, torch.device("cpu"))  # validates
-        log_c = torch.tensor(math.log(float(c)), dtype=torch.float64)
+        value = check_curvature(c)
         self.learnable = bool(learnable)
+        self._fixed: float | None = None
         if self.learnable:
-            self.log_c = nn.Parameter(log_c.to(torch.get_default_dtype()))
+            self.log_c = nn.Parameter(torch.tensor(math.log(value), dtype=torch.float64))
         else:
-            self.register_buffer("log_c", log_c)
+            self._fixed = value
+            self.register_buffer("c_value", torch.tensor(value, dtype=torch.float64))
 
     @property
     def c(self) -> Tensor:
-        """The curvature magnitude ``c > 0`` as a 0-d tensor (differentiable if learnable)."""
+        """The curvature magnitude ``c > 0`` as a 0-d float64 tensor (differentiable if
+        learnable; the exact given value if not)."""
+        if self.learnable:
+            return torch.exp(self.log_c)
+        return self.c_value
+
+    @property
+    def curvature(self) -> float | Tensor:
+        """The curvature as the ops take it: the exact Python float of a fixed ball (no tensor,
+        no device transfer), the differentiable 0-d float64 tensor ``exp(log_c)`` of a learnable
+        one (its gradient reaches ``log_c``)."""
+        if self._fixed is not None:
+            return self._fixed
         return torch.exp(self.log_c)
+
+    def _apply(self, fn: Callable[[Tensor], Tensor], recurse: bool = True) -> PoincareBall:
+        # Dtype casts of a model (``.half()``, ``.float()``, ``.double()``, ``.to(dtype)``) must
+        # not round the curvature: keep its float64 value and follow only the device.
+        name = "log_c" if self.learnable else "c_value"
+        exact = getattr(self, name).detach().clone()
+        super()._apply(fn, recurse)
+        moved = getattr(self, name)
+        restored = exact.to(device=moved.device)
+        if self.learnable:
+            moved.data = restored
+            if moved.grad is not None:
+                moved.grad.data = moved.grad.data.to(torch.float64)
+        else:
+            self._buffers[name] = restored
+        return self
+
+    def _load_from_state_dict(self, *args: Any, **kwargs: Any) -> None:
+        super()._load_from_state_dict(*args, **kwargs)
+        if not self.learnable:
+            self._fixed = check_curvature(float(self.c_value))
 
     def extra_repr(self) -> str:
         return f"c={float(self.c):.6g}, learnable={self.learnable}"
@@ -60,93 +106,93 @@ class PoincareBall(nn.Module):
 
     def project(self, x: Tensor) -> Tensor:
         """See :func:`poincare.project`."""
-        return PF.project(x, c=self.c)
+        return PF.project(x, c=self.curvature)
 
     def conformal_factor(self, x: Tensor, *, keepdim: bool = True) -> Tensor:
         """See :func:`poincare.conformal_factor`."""
-        return PF.conformal_factor(x, c=self.c, keepdim=keepdim)
+        return PF.conformal_factor(x, c=self.curvature, keepdim=keepdim)
 
     def mobius_add(self, x: Tensor, y: Tensor) -> Tensor:
         """See :func:`poincare.mobius_add`."""
-        return PF.mobius_add(x, y, c=self.c)
+        return PF.mobius_add(x, y, c=self.curvature)
 
     def mobius_sub(self, x: Tensor, y: Tensor) -> Tensor:
         """See :func:`poincare.mobius_sub`."""
-        return PF.mobius_sub(x, y, c=self.c)
+        return PF.mobius_sub(x, y, c=self.curvature)
 
     def mobius_scalar_mul(self, r: float | Tensor, x: Tensor) -> Tensor:
         """See :func:`poincare.mobius_scalar_mul`."""
-        return PF.mobius_scalar_mul(r, x, c=self.c)
+        return PF.mobius_scalar_mul(r, x, c=self.curvature)
 
     def mobius_matvec(self, m: Tensor, x: Tensor) -> Tensor:
         """See :func:`poincare.mobius_matvec`."""
-        return PF.mobius_matvec(m, x, c=self.c)
+        return PF.mobius_matvec(m, x, c=self.curvature)
 
     def expmap0(self, v: Tensor) -> Tensor:
         """See :func:`poincare.expmap0`."""
-        return PF.expmap0(v, c=self.c)
+        return PF.expmap0(v, c=self.curvature)
 
     def logmap0(self, y: Tensor) -> Tensor:
         """See :func:`poincare.logmap0`."""
-        return PF.logmap0(y, c=self.c)
+        return PF.logmap0(y, c=self.curvature)
 
     def expmap(self, x: Tensor, u: Tensor) -> Tensor:
         """See :func:`poincare.expmap`."""
-        return PF.expmap(x, u, c=self.c)
+        return PF.expmap(x, u, c=self.curvature)
 
     def logmap(self, x: Tensor, y: Tensor) -> Tensor:
         """See :func:`poincare.logmap`."""
-        return PF.logmap(x, y, c=self.c)
+        return PF.logmap(x, y, c=self.curvature)
 
     def dist(self, x: Tensor, y: Tensor, *, keepdim: bool = False) -> Tensor:
         """See :func:`poincare.dist`."""
-        return PF.dist(x, y, c=self.c, keepdim=keepdim)
+        return PF.dist(x, y, c=self.curvature, keepdim=keepdim)
 
     def dist0(self, x: Tensor, *, keepdim: bool = False) -> Tensor:
         """See :func:`poincare.dist0`."""
-        return PF.dist0(x, c=self.c, keepdim=keepdim)
+        return PF.dist0(x, c=self.curvature, keepdim=keepdim)
 
     def pairwise_dist(self, x: Tensor, y: Tensor, *, squared: bool = False) -> Tensor:
         """See :func:`poincare.pairwise_dist`."""
-        return PF.pairwise_dist(x, y, c=self.c, squared=squared)
+        return PF.pairwise_dist(x, y, c=self.curvature, squared=squared)
 
     def gyration(self, a: Tensor, b: Tensor, u: Tensor) -> Tensor:
         """See :func:`poincare.gyration`."""
-        return PF.gyration(a, b, u, c=self.c)
+        return PF.gyration(a, b, u, c=self.curvature)
 
     def transp(self, x: Tensor, y: Tensor, v: Tensor) -> Tensor:
         """See :func:`poincare.transp`."""
-        return PF.transp(x, y, v, c=self.c)
+        return PF.transp(x, y, v, c=self.curvature)
 
     def transp0(self, y: Tensor, v: Tensor) -> Tensor:
         """See :func:`poincare.transp0`."""
-        return PF.transp0(y, v, c=self.c)
+        return PF.transp0(y, v, c=self.curvature)
 
     def egrad2rgrad(self, x: Tensor, u: Tensor) -> Tensor:
         """See :func:`poincare.egrad2rgrad`."""
-        return PF.egrad2rgrad(x, u, c=self.c)
+        return PF.egrad2rgrad(x, u, c=self.curvature)
 
     def einstein_midpoint(
         self, x: Tensor, weights: Tensor | None = None, *, dim: int = -2, keepdim: bool = False
     ) -> Tensor:
         """See :func:`poincare.einstein_midpoint`."""
-        return PF.einstein_midpoint(x, weights, c=self.c, dim=dim, keepdim=keepdim)
+        return PF.einstein_midpoint(x, weights, c=self.curvature, dim=dim, keepdim=keepdim)
 
     def poincare_to_klein(self, x: Tensor) -> Tensor:
         """See :func:`poincare.poincare_to_klein`."""
-        return PF.poincare_to_klein(x, c=self.c)
+        return PF.poincare_to_klein(x, c=self.curvature)
 
     def klein_to_poincare(self, k: Tensor) -> Tensor:
         """See :func:`poincare.klein_to_poincare`."""
-        return PF.klein_to_poincare(k, c=self.c)
+        return PF.klein_to_poincare(k, c=self.curvature)
 
     def poincare_to_lorentz(self, x: Tensor) -> Tensor:
         """See :func:`poincare.poincare_to_lorentz`."""
-        return PF.poincare_to_lorentz(x, c=self.c)
+        return PF.poincare_to_lorentz(x, c=self.curvature)
 
     def lorentz_to_poincare(self, h: Tensor) -> Tensor:
         """See :func:`poincare.lorentz_to_poincare`."""
-        return PF.lorentz_to_poincare(h, c=self.c)
+        return PF.lorentz_to_poincare(h, c=self.curvature)
 
     def max_radius(self, dtype: torch.dtype) -> float:
         """See :func:`poincare.max_radius`."""

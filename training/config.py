@@ -6,7 +6,7 @@ import dataclasses
 from dataclasses import dataclass
 from typing import Any
 
-from models.loss import DISTANCES
+from poincare.nn.functional import SCORES, canonical_score
 
 __all__ = ["ARCHITECTURE_KEYS", "DATA_KEYS", "TrainConfig"]
 
@@ -21,6 +21,7 @@ ARCHITECTURE_KEYS: tuple[str, ...] = (
     "fp64_hyper",
     "distance",
     "curvature",
+    "learn_curvature",
     "feature_dim",
     "encoder_width",
     "gru_layers",
@@ -45,7 +46,9 @@ class TrainConfig:
     """Every setting of a training run (the flags of ``train_cli.py``, one field each).
 
     Model: ``hyperbolic``, ``use_transformer``, ``num_heads``, ``transformer_layers``,
-    ``transformer_dropout``, ``fp64_hyper``, ``distance``, ``curvature``, ``feature_dim`` (the
+    ``transformer_dropout``, ``fp64_hyper``, ``distance`` (the score: ``distance``, alias
+    ``regular``, ``squared`` or ``cosh``; stored canonical), ``curvature`` (its initial value
+    with ``learn_curvature``), ``learn_curvature``, ``feature_dim`` (the
     width of the features and of the ball), ``encoder_width``, ``gru_layers``.
     Data: ``img_dim``, ``seq_len``, ``num_seq``, ``pred_step``, ``num_distractors``,
     ``group_size`` (videos per group sharing everything but the actor's motion),
@@ -66,6 +69,7 @@ class TrainConfig:
     fp64_hyper: bool = False
     distance: str = "squared"
     curvature: float = 1.0
+    learn_curvature: bool = False
     feature_dim: int = 32
     encoder_width: int = 16
     gru_layers: int = 1
@@ -138,8 +142,13 @@ class TrainConfig:
             )
         if self.img_dim > 0 and self.img_dim % 8:
             p.append(f"--img_dim must be a multiple of 8, got {self.img_dim}")
-        if self.distance not in DISTANCES:
-            p.append(f"--distance must be one of {DISTANCES}, got {self.distance!r}")
+        try:
+            canonical_score(self.distance)
+        except ValueError:
+            p.append(
+                f"--distance must be one of {(*SCORES, 'regular')} ('regular' is 'distance'), "
+                f"got {self.distance!r}"
+            )
         if self.device not in ("cpu", "cuda", "auto"):
             p.append(f"--device must be cpu, cuda or auto, got {self.device!r}")
         return p
