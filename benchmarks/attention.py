@@ -6,7 +6,7 @@ on the CPU:
 * ``euclid``: :class:`torch.nn.MultiheadAttention` (the reference, ratio 1);
 * ``eucl-sdpa``: Euclidean self-attention written directly on ``scaled_dot_product_attention``
   with contiguous heads (a second, leaner Euclidean peer);
-* ``hyp-cosh``: :class:`models.HyperbolicMultiHeadAttention` with ``score="cosh"``, whose
+* ``hyp-cosh``: :class:`poincare.nn.HyperbolicMultiHeadAttention` with ``score="cosh"``, whose
   attention runs inside ``scaled_dot_product_attention`` on augmented Lorentz vectors;
 * ``cosh-lean``: the same with ``memory_efficient=True`` (the elementwise hyperbolic maps are
   recomputed in backward rather than stored);
@@ -39,7 +39,7 @@ import torch
 from torch import Tensor, nn
 
 import poincare
-from models import HyperbolicMultiHeadAttention
+from poincare.nn import HyperbolicMultiHeadAttention
 
 Step = Callable[[Tensor], Tensor]
 

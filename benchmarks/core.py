@@ -18,6 +18,7 @@ import torch
 from torch import Tensor
 
 import poincare as P
+from poincare._optional import MissingDependencyError, optional_imports
 
 Op = Callable[[Tensor, Tensor, Tensor], Tensor]
 
@@ -67,9 +68,10 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--repeats", type=int, default=15, help="timed rounds (default 15)")
     args = parser.parse_args(argv)
     try:
-        import geoopt
-    except ImportError as err:  # pragma: no cover - geoopt is in the dev extra
-        raise SystemExit("this benchmark needs geoopt: pip install geoopt") from err
+        with optional_imports("geoopt", extra="dev", purpose="this benchmark"):
+            import geoopt
+    except MissingDependencyError as err:  # pragma: no cover - geoopt is in the dev extra
+        raise SystemExit(f"python -m benchmarks.core: error: {err}") from err
 
     dtype = getattr(torch, args.dtype)
     gen = torch.Generator().manual_seed(0)

@@ -1,8 +1,8 @@
-"""The closed-form paths of the hyperbolic attention: hand-written gradients and float32 accuracy.
+"""The closed-form paths of the hyperbolic attention module: float32 against float64, the
+memory-efficient recomputation, tangent inputs, and the curvature gradient of every path.
 
-The attention module forms the Lorentz coordinates of its head points straight from the tangent
-projections, merges the heads from the Lorentz sums, adds the output bias in one closed form and
-scores explicit attention from a float64 Gram product; each of these has its own backward pass.
+The kernels themselves (their hand-written backward passes and their accuracy against mpmath)
+are tested in ``tests/test_fused.py`` and ``tests/test_property_fused.py``.
 """
 
 from __future__ import annotations
@@ -10,20 +10,13 @@ from __future__ import annotations
 import math
 from collections.abc import Iterator
 
-import mpmath
 import pytest
 import torch
 from torch import Tensor
+from torch.func import functional_call
 
 import poincare
-from models import HyperbolicLinear, HyperbolicMultiHeadAttention
-from models.attention import (
-    _LorentzScoreFunction,
-    _MidpointTangentFunction,
-    _tangent_to_lorentz,
-    _TangentLorentzFunction,
-)
-from models.layers import _BiasPointFunction, _Exp0AddFunction
+from poincare.nn import HyperbolicLinear, HyperbolicMultiHeadAttention, HyperbolicTransformerBlock
 
 F64 = torch.float64
 
@@ -36,139 +29,10 @@ def _one_thread() -> Iterator[None]:
     torch.set_num_threads(before)
 
 
-# ------------------------------------------------------------------------------ hand-written grads
-
-
-@pytest.mark.parametrize("c", [1.0, 0.7])
-@pytest.mark.parametrize(("scale", "t_max"), [(0.3, 5.0), (2.0, 5.0), (3.0, 1.0)])
-def test_tangent_functions_gradcheck(c: float, scale: float, t_max: float) -> None:
-    """Small, large and saturated (``t > t_max``) tangent vectors, and a zero row."""
-    g = torch.Generator().manual_seed(0)
-    z = torch.randn(3, 4, 5, dtype=F64, generator=g) * scale
-    z[0, 0] = 0.0
-    z.requires_grad_(True)
-    b = (torch.randn(4, 5, dtype=F64, generator=g) * 0.2).requires_grad_(True)
-    gap = 1 - c * (b.detach() ** 2).sum(-1, keepdim=True)
-    lam = (2 / gap).requires_grad_(True)
-    gap.requires_grad_(True)
-    for pad in (False, True):
-        assert torch.autograd.gradcheck(
-            lambda z_, b_, l_, p=pad: _TangentLorentzFunction.apply(  # type: ignore[no-untyped-call]
-                z_, b_, l_, c, t_max, p
-            ),
-            (z, b, lam),
-        )
-    assert torch.autograd.gradcheck(
-        lambda z_, b_, g_: _Exp0AddFunction.apply(  # type: ignore[no-untyped-call]
-            z_, b_, g_, c, t_max
-        ),
-        (z, b, gap),
-    )
-
-
-@pytest.mark.parametrize("c", [1.0, 0.7])
-@pytest.mark.parametrize("gap", [False, True])
-def test_bias_point_gradcheck(c: float, gap: bool) -> None:
-    """Short, long and saturated (beyond ``t_max = 1.5``) tangent vectors, and a zero one."""
-    g = torch.Generator().manual_seed(4)
-    v = torch.randn(5, 4, dtype=F64, generator=g) * torch.tensor([[0.1], [0.5], [1.0], [3.0], [0]])
-    v.requires_grad_(True)
-    assert torch.autograd.gradcheck(
-        lambda v_: _BiasPointFunction.apply(v_, c, 1.5, gap),  # type: ignore[no-untyped-call]
-        (v,),
-    )
-
-
-@pytest.mark.parametrize("c", [1.0, 0.7])
-@pytest.mark.parametrize("r_out", [30.0, 0.8])
-@pytest.mark.parametrize("width", [6, 7])
-def test_midpoint_tangent_gradcheck(c: float, r_out: float, width: int) -> None:
-    """Ordinary rows, a zero row, a row of zero weights and a row at the origin."""
-    g = torch.Generator().manual_seed(1)
-    a_s = torch.randn(3, 4, 5, dtype=F64, generator=g)
-    a0 = a_s.norm(dim=-1, keepdim=True) * (1 + torch.rand(3, 4, 1, dtype=F64, generator=g))
-    agg = torch.cat([a0, a_s, torch.zeros(3, 4, width - 6, dtype=F64)], dim=-1)
-    agg[0, 0] = 0.0
-    agg[0, 1, 1:] = 0.0
-    agg.requires_grad_(True)
-    assert torch.autograd.gradcheck(
-        lambda a: _MidpointTangentFunction.apply(a, c, 5, r_out),  # type: ignore[no-untyped-call]
-        (agg,),
-    )
-
-
-@pytest.mark.parametrize("score", ["cosh", "distance", "squared"])
-@pytest.mark.parametrize("c", [1.0, 0.5])
-def test_lorentz_score_gradcheck(score: str, c: float) -> None:
-    g = torch.Generator().manual_seed(2)
-    gram = (1 + torch.rand(2, 3, 4, 5, dtype=F64, generator=g) * 3).requires_grad_(True)
-    beta = (torch.rand(3, 1, 1, dtype=F64, generator=g) + 0.5).requires_grad_(True)
-    assert torch.autograd.gradcheck(
-        lambda g_, b_: _LorentzScoreFunction.apply(  # type: ignore[no-untyped-call]
-            g_, b_, c, score, F64
-        ),
-        (gram, beta),
-    )
-
-
-# ---------------------------------------------------------------------------------------- accuracy
-
-
-def _reference_lorentz(z: list[float], b: list[float], c: float) -> list[float]:
-    """Lorentz coordinates of expmap0(z) ⊕ expmap0(b) with 60 digits."""
-    mpmath.mp.dps = 60
-    cc = mpmath.mpf(c)
-    s = mpmath.sqrt(cc)
-
-    def exp0(v: list[float]) -> list[mpmath.mpf]:
-        vv = [mpmath.mpf(t) for t in v]
-        n = mpmath.sqrt(mpmath.fsum(t * t for t in vv))
-        f = mpmath.tanh(s * n) / (s * n)
-        return [f * t for t in vv]
-
-    p, q = exp0(z), exp0(b)
-    xy = mpmath.fsum(u * w for u, w in zip(p, q, strict=True))
-    x2 = mpmath.fsum(u * u for u in p)
-    y2 = mpmath.fsum(w * w for w in q)
-    den = 1 + 2 * cc * xy + cc * cc * x2 * y2
-    y = [
-        ((1 + 2 * cc * xy + cc * y2) * u + (1 - cc * x2) * w) / den
-        for u, w in zip(p, q, strict=True)
-    ]
-    r2 = mpmath.fsum(t * t for t in y)
-    gap = 1 - cc * r2
-    return [float((1 + cc * r2) / (s * gap))] + [float(2 * t / gap) for t in y]
-
-
-@pytest.mark.parametrize("c", [1.0, 2.0])
-@pytest.mark.parametrize("dtype", [torch.float32, F64])
-def test_tangent_to_lorentz_is_accurate_to_a_few_ulps(c: float, dtype: torch.dtype) -> None:
-    """Relative error of the Lorentz coordinates against mpmath, far out too (h_0 up to 1e7)."""
-    g = torch.Generator().manual_seed(3)
-    z = torch.randn(12, 6, dtype=F64, generator=g) * (2.0 / math.sqrt(c))
-    b = torch.randn(6, dtype=F64, generator=g) * 0.3
-    t_max = math.atanh(1 - torch.finfo(dtype).eps / 2)
-    got = _tangent_to_lorentz(z.to(dtype), b.to(dtype), c=c, t_max=t_max, pad=False).double()
-    ref = torch.tensor(
-        [_reference_lorentz(z[i].tolist(), b.tolist(), c) for i in range(12)], dtype=F64
-    )
-    # the float32 inputs are rounded: compare against the reference of the rounded inputs
-    if dtype == torch.float32:
-        ref = torch.tensor(
-            [
-                _reference_lorentz(z[i].float().double().tolist(), b.float().double().tolist(), c)
-                for i in range(12)
-            ],
-            dtype=F64,
-        )
-    rel = ((got - ref).norm(dim=-1) / ref.norm(dim=-1)).max()
-    assert float(rel) < 64 * torch.finfo(dtype).eps, float(rel)
-
-
 def _pair(score: str, c: float, bias: bool) -> tuple[HyperbolicMultiHeadAttention, ...]:
     torch.manual_seed(0)
-    m32 = HyperbolicMultiHeadAttention(16, 4, score=score, c=c, bias=bias)  # type: ignore[arg-type]
-    m64 = HyperbolicMultiHeadAttention(16, 4, score=score, c=c, bias=bias).double()  # type: ignore[arg-type]
+    m32 = HyperbolicMultiHeadAttention(16, 4, score=score, c=c, bias=bias)
+    m64 = HyperbolicMultiHeadAttention(16, 4, score=score, c=c, bias=bias).double()
     m64.load_state_dict({k: v.double() for k, v in m32.state_dict().items()})
     return m32, m64
 
@@ -225,7 +89,7 @@ def test_linear_forward_tangent_matches_the_composition() -> None:
             poincare.expmap0(lin.bias, c=c),
             c=c,
         )
-        assert float(poincare.dist(y, ref, c=c).max()) < 1e-12
+        assert float(poincare.dist(y, ref, c=c).detach().max()) < 1e-12
 
 
 @pytest.mark.parametrize("score", ["cosh", "distance", "squared"])
@@ -234,8 +98,8 @@ def test_memory_efficient_float32_matches_plain(score: str, far: bool) -> None:
     """Recomputation in backward takes the same path as the forward pass, for head points
     within the closed-form range and beyond it (where the point path takes over)."""
     torch.manual_seed(0)
-    plain = HyperbolicMultiHeadAttention(16, 4, score=score)  # type: ignore[arg-type]
-    lean = HyperbolicMultiHeadAttention(16, 4, score=score, memory_efficient=True)  # type: ignore[arg-type]
+    plain = HyperbolicMultiHeadAttention(16, 4, score=score)
+    lean = HyperbolicMultiHeadAttention(16, 4, score=score, memory_efficient=True)
     if far:
         with torch.no_grad():
             assert plain.in_proj_weight is not None
@@ -252,3 +116,91 @@ def test_memory_efficient_float32_matches_plain(score: str, far: bool) -> None:
     for a, b in zip(*results, strict=True):
         assert a is not None and b is not None
         torch.testing.assert_close(a, b)
+
+
+@pytest.mark.parametrize("score", ["cosh", "distance", "squared"])
+@pytest.mark.parametrize("need_weights", [False, True])
+@pytest.mark.parametrize("far", [False, True])
+def test_tangent_input_equals_the_point_input(score: str, need_weights: bool, far: bool) -> None:
+    """``forward_tangent(u)`` is ``forward(p, p, p)`` with ``p = expmap0(u)`` on every path."""
+    torch.manual_seed(0)
+    m = HyperbolicMultiHeadAttention(16, 4, score=score)
+    if far:
+        with torch.no_grad():
+            assert m.in_proj_weight is not None
+            m.in_proj_weight.mul_(8.0)
+    u = torch.randn(2, 6, 16) * 0.5
+    p = poincare.expmap0(u)
+    if far:
+        # far-out heads make the weights follow scores of size cosh(d) ~ 1e7: compare on the
+        # very tangent vectors the point input is mapped to, which must give the same bits
+        u = poincare.logmap0(p)
+    with torch.no_grad():
+        a, wa = m.forward_tangent(u, need_weights=need_weights, is_causal=True)
+        b, wb = m(p, p, p, need_weights=need_weights, is_causal=True)
+    if far:
+        assert torch.equal(a, b)
+    assert float(poincare.dist(a.double(), b.double()).max()) < 1e-4
+    if need_weights:
+        assert wa is not None and wb is not None
+        torch.testing.assert_close(wa, wb, atol=1e-5, rtol=1e-4)
+
+
+def test_pre_norm_block_equals_the_point_composition() -> None:
+    """The block hands tangent vectors from the norms to the sublayers: the result is the
+    composition of the point-valued modules, ``x ⊕ attn(norm1(x))`` then ``⊕ ff(norm2(x))``."""
+    torch.manual_seed(0)
+    block = HyperbolicTransformerBlock(16, 4, 32, 0.0, c=0.7).double().eval()
+    x = poincare.expmap0(torch.randn(2, 5, 16, dtype=F64) * 0.4, c=0.7)
+    with torch.no_grad():
+        y = block(x, is_causal=True)
+        h = block.norm1(x)
+        a, _ = block.self_attn(h, h, h, is_causal=True)
+        ref = poincare.mobius_add(x, a, c=0.7)
+        ref = poincare.mobius_add(ref, block.ff(block.norm2(ref)), c=0.7)
+    assert float(poincare.dist(y, ref, c=0.7).max()) < 1e-10
+
+
+@pytest.mark.parametrize("score", ["cosh", "distance", "squared"])
+@pytest.mark.parametrize("need_weights", [False, True])
+def test_curvature_gradient_of_every_path_is_exact(score: str, need_weights: bool) -> None:
+    """The derivative in a learnable curvature through projections, Lorentz coordinates, scores,
+    midpoint and output projection, against finite differences (float64, gradcheck)."""
+    torch.manual_seed(0)
+    ball = poincare.PoincareBall(0.8, learnable=True)
+    m = HyperbolicMultiHeadAttention(4, 2, score=score, c=ball).double()
+    x = poincare.expmap0(torch.randn(1, 3, 4, dtype=F64) * 0.6, c=0.8)
+    w = torch.randn(1, 3, 4, dtype=F64)
+    params = {k: v.detach() for k, v in m.named_parameters() if k != "ball.log_c"}
+
+    def f(log_c: Tensor) -> Tensor:
+        out, _ = functional_call(
+            m, {**params, "ball.log_c": log_c}, (x, x, x), {"need_weights": need_weights}
+        )
+        return (out * w).sum()
+
+    log_c = torch.tensor(math.log(0.8), dtype=F64, requires_grad=True)
+    assert torch.autograd.gradcheck(f, (log_c,))
+
+
+@pytest.mark.parametrize("far", [False, True])
+@pytest.mark.parametrize("score", ["cosh", "distance"])
+def test_curvature_gradient_reaches_the_shared_ball_in_float32(score: str, far: bool) -> None:
+    """float32 calls, within the closed-form range and far out (the point paths): the learnable
+    curvature gets a finite gradient that agrees with the float64 module's."""
+    torch.manual_seed(0)
+    grads = []
+    for dtype in (torch.float32, F64):
+        torch.manual_seed(0)
+        ball = poincare.PoincareBall(0.5, learnable=True)
+        m = HyperbolicMultiHeadAttention(16, 4, score=score, c=ball).to(dtype)
+        if far:
+            with torch.no_grad():
+                assert m.in_proj_weight is not None
+                m.in_proj_weight.mul_(4.0)
+        x = _points((2, 6, 16), 2.0, 0.5, seed=3).to(dtype)
+        out, _ = m(x, x, x)
+        poincare.dist0(out, c=0.5).sum().backward()  # type: ignore[no-untyped-call]
+        assert ball.log_c.grad is not None and bool(torch.isfinite(ball.log_c.grad))
+        grads.append(float(ball.log_c.grad))
+    assert abs(grads[0] - grads[1]) <= 1e-3 * abs(grads[1]) + 1e-3, grads

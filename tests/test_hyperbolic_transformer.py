@@ -10,7 +10,7 @@ import torch
 from torch import Tensor, nn
 
 import poincare
-from models import (
+from poincare.nn import (
     ConvHyperbolicTransformer,
     HyperbolicActivation,
     HyperbolicFeedForward,
@@ -20,8 +20,8 @@ from models import (
     HyperbolicPositionalEncoding,
     HyperbolicTransformer,
     HyperbolicTransformerBlock,
-    hyperbolic_attention,
 )
+from poincare.nn.functional import hyperbolic_attention
 from verification.strategies import points_at_radii
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import math
 
 import pytest
@@ -11,8 +12,12 @@ import torch.nn.functional as F
 import poincare
 from models.convgru import ConvGRU, ConvGRUCell
 from models.encoder import BlockEncoder3D
-from models.loss import DISTANCES, contrastive_loss, group_top1, score_matrix
+from models.loss import contrastive_loss, group_top1, score_matrix
 from models.video import VideoFuturePredictor
+from poincare.nn.functional import SCORES
+
+#: every score name the model and the CLI accept ("regular" is "distance")
+SCORE_NAMES = ("regular", *SCORES)
 
 TINY = {
     "num_seq": 4,
@@ -38,12 +43,17 @@ def _model(**kw: object) -> VideoFuturePredictor:
     return VideoFuturePredictor(**args)  # type: ignore[arg-type]
 
 
-VARIANTS = [(False, False, "regular", fp64) for fp64 in (False, True)] + [
-    (True, transformer, distance, fp64)
+VARIANTS = [(False, False, "distance", fp64) for fp64 in (False, True)] + [
+    (True, transformer, score, fp64)
     for transformer in (False, True)
-    for distance in DISTANCES
+    for score in SCORE_NAMES
     for fp64 in (False, True)
 ]
+
+
+def _precision(fp64: bool) -> contextlib.AbstractContextManager[object]:
+    """The one precision route: ``poincare.upcast(torch.float64)`` (what --fp64_hyper enters)."""
+    return poincare.upcast(torch.float64) if fp64 else contextlib.nullcontext()
 
 
 class TestModel:
@@ -66,20 +76,20 @@ class TestModel:
         agg = [p.grad for p in model.aggregator.parameters()]
         assert any(g is not None and g.abs().sum() > 0 for g in agg)
 
-    @pytest.mark.parametrize(("hyperbolic", "transformer", "distance", "fp64"), VARIANTS)
+    @pytest.mark.parametrize(("hyperbolic", "transformer", "score", "fp64"), VARIANTS)
     def test_forward_backward_variant(
-        self, hyperbolic: bool, transformer: bool, distance: str, fp64: bool
+        self, hyperbolic: bool, transformer: bool, score: str, fp64: bool
     ) -> None:
-        model = _model(
-            hyperbolic=hyperbolic, use_transformer=transformer, distance=distance, fp64_hyper=fp64
-        )
+        model = _model(hyperbolic=hyperbolic, use_transformer=transformer, score=score)
         video = _video()
-        pred, target = model(video)
+        with _precision(fp64):
+            pred, target = model(video)
+            out = model.loss(video)
+        # under the float64 policy the points stay float64 all the way to the loss
         expected = torch.float64 if (fp64 and hyperbolic) else torch.float32
         assert pred.dtype == expected and target.dtype == expected
         if hyperbolic:
             poincare.check_point(pred, c=1.0)
-        out = model.loss(video)
         assert out.loss.dtype == torch.float32
         assert torch.isfinite(out.loss)
         # InfoNCE is at least 0 and, with M candidates, starts near log(M)
@@ -93,11 +103,51 @@ class TestModel:
 
     def test_fp64_changes_only_rounding(self) -> None:
         video = _video()
-        a = _model(fp64_hyper=False, transformer_dropout=0.0).eval()
-        b = _model(fp64_hyper=True, transformer_dropout=0.0).eval()
-        b.load_state_dict(a.state_dict())
-        la, lb = a.loss(video).loss, b.loss(video).loss
+        model = _model(transformer_dropout=0.0).eval()
+        la = model.loss(video).loss
+        with poincare.upcast(torch.float64):
+            lb = model.loss(video).loss
         assert torch.allclose(la, lb, rtol=1e-4, atol=1e-4)
+
+    def test_no_float32_round_trip_under_the_float64_policy(self) -> None:
+        """The transformer's context reaches the rollout as its float64 tangent vector (no
+        float64 -> float32 -> float64 point on the way), and to_ball keeps float64 points."""
+        model = _model(transformer_dropout=0.0).eval()
+        z = torch.randn(2, 2, TINY["feature_dim"], 2, 2)
+        seen: list[torch.dtype] = []
+        handle = model.rollout_cell.register_forward_pre_hook(  # type: ignore[union-attr]
+            lambda _m, args: seen.append(args[1].dtype)
+        )
+        with poincare.upcast(torch.float64):
+            out, context = model.aggregator.forward_tangent(z)  # type: ignore[operator]
+            assert out.dtype == context.dtype == torch.float64
+            model(_video())
+            assert model.to_ball(torch.randn(3, TINY["feature_dim"])).dtype == torch.float64
+        handle.remove()
+        assert seen == [torch.float32]  # the Euclidean cell is float32, narrowed once
+        # and the tangent vector is logmap0 of the context point
+        points, ctx_points = model.aggregator(z)
+        torch.testing.assert_close(
+            poincare.logmap0(ctx_points.permute(0, 2, 3, 1)),
+            model.aggregator.forward_tangent(z)[1].permute(0, 2, 3, 1),  # type: ignore[operator]
+            rtol=1e-4,
+            atol=1e-5,
+        )
+
+    def test_learnable_curvature_is_shared_and_trained(self) -> None:
+        ball = poincare.PoincareBall(0.8, learnable=True)
+        model = _model(c=ball)
+        assert model.ball is ball and model.aggregator.ball is ball  # type: ignore[union-attr]
+        names = [n for n, _ in model.named_parameters() if n.endswith("log_c")]
+        assert names == ["ball.log_c"]  # one parameter, however many modules share it
+        out = model.loss(_video())
+        out.loss.backward()
+        assert ball.log_c.grad is not None and torch.isfinite(ball.log_c.grad)
+        assert ball.log_c.grad.abs() > 0
+        # a dtype cast of the model leaves the curvature float64 and unrounded
+        before = ball.c.item()
+        model.half()
+        assert ball.log_c.dtype == torch.float64 and ball.c.item() == before
 
     def test_causal_prediction_ignores_future_blocks(self) -> None:
         for transformer in (False, True):
@@ -119,7 +169,7 @@ class TestModel:
             ({"img_dim": 12}, "img_dim"),
             ({"feature_dim": 0}, "feature_dim"),
             ({"c": 0.0}, "c must"),
-            ({"distance": "manhattan"}, "distance"),
+            ({"score": "manhattan"}, "score"),
         ],
     )
     def test_invalid_configuration(self, kw: dict[str, object], match: str) -> None:
@@ -137,12 +187,18 @@ class TestLoss:
         g = torch.Generator().manual_seed(seed)
         return poincare.expmap0(0.5 * torch.randn(n, d, generator=g, dtype=torch.float64))
 
-    @pytest.mark.parametrize("distance", DISTANCES)
-    def test_scores_match_pointwise_distance(self, distance: str) -> None:
-        x, y = self._points(5, 3, 0), self._points(7, 3, 1)
-        s = score_matrix(x, y, hyperbolic=True, distance=distance)
-        d = poincare.dist(x[:, None, :], y[None, :, :])
-        expected = {"regular": -d, "squared": -(d**2), "cosh": -torch.cosh(d)}[distance]
+    @pytest.mark.parametrize("score", SCORE_NAMES)
+    @pytest.mark.parametrize("c", [1.0, 0.3])
+    def test_scores_match_pointwise_distance(self, score: str, c: float) -> None:
+        x, y = self._points(5, 3, 0) * c**-0.5, self._points(7, 3, 1) * c**-0.5
+        s = score_matrix(x, y, hyperbolic=True, score=score, c=c)
+        d = poincare.dist(x[:, None, :], y[None, :, :], c=c)
+        expected = {
+            "regular": -d,
+            "distance": -d,
+            "squared": -(d**2),
+            "cosh": -(torch.cosh(c**0.5 * d) - 1),  # the attention's score, the same name
+        }[score]
         assert s.shape == (5, 7)
         torch.testing.assert_close(s, expected, rtol=1e-9, atol=1e-9)
 
@@ -150,10 +206,17 @@ class TestLoss:
         x, y = torch.randn(4, 3), torch.randn(6, 3)
         torch.testing.assert_close(score_matrix(x, y, hyperbolic=False), x @ y.t())
 
-    def test_fp64_scores_are_float64(self) -> None:
-        x = self._points(4, 3, 0).float()
-        s = score_matrix(x, x, hyperbolic=True, fp64=True)
-        assert s.dtype == torch.float64
+    def test_scores_follow_the_precision_policy(self) -> None:
+        x = self._points(4, 3, 0)
+        x32 = x.float()
+        s32 = score_matrix(x32, x32, hyperbolic=True)
+        with poincare.upcast(torch.float64):
+            s_up = score_matrix(x32, x32, hyperbolic=True)  # computed in float64, float32 out
+            s64 = score_matrix(x, x, hyperbolic=True)  # float64 points keep float64 scores
+        assert s32.dtype == s_up.dtype == torch.float32 and s64.dtype == torch.float64
+        torch.testing.assert_close(
+            s_up, score_matrix(x32.double(), x32.double(), hyperbolic=True).float()
+        )
 
     def test_loss_is_cross_entropy_over_all_candidates(self) -> None:
         p, t = self._points(6, 4, 2), self._points(6, 4, 3)
@@ -164,7 +227,7 @@ class TestLoss:
 
     def test_perfect_predictions_are_retrieved(self) -> None:
         t = self._points(10, 4, 4)
-        out = contrastive_loss(t, t.clone(), hyperbolic=True, distance="squared")
+        out = contrastive_loss(t, t.clone(), hyperbolic=True, score="squared")
         assert out.top1.item() == 1.0 and out.top5.item() == 1.0
         shuffled = t.roll(1, dims=0)
         out = contrastive_loss(shuffled, t, hyperbolic=True)
@@ -173,10 +236,10 @@ class TestLoss:
     def test_batched_scores_equal_per_batch_scores(self) -> None:
         x = self._points(12, 3, 5).reshape(2, 2, 3, 3)
         y = self._points(8, 3, 6).reshape(2, 4, 3)
-        s = score_matrix(x, y[None], hyperbolic=True, distance="cosh")
+        s = score_matrix(x, y[None], hyperbolic=True, score="cosh")
         assert s.shape == (2, 2, 3, 4)
         torch.testing.assert_close(
-            s[1, 0], score_matrix(x[1, 0], y[0], hyperbolic=True, distance="cosh")
+            s[1, 0], score_matrix(x[1, 0], y[0], hyperbolic=True, score="cosh")
         )
 
     def test_group_top1(self) -> None:
@@ -197,8 +260,10 @@ class TestLoss:
         x = torch.zeros(3, 2)
         with pytest.raises(ValueError, match="same shape"):
             contrastive_loss(x, torch.zeros(3, 3), hyperbolic=True)
-        with pytest.raises(ValueError, match="distance"):
-            score_matrix(x, x, hyperbolic=True, distance="l1")
+        with pytest.raises(ValueError, match="score"):
+            score_matrix(x, x, hyperbolic=True, score="l1")
+        with pytest.raises(ValueError, match="c must"):
+            score_matrix(x, x, hyperbolic=True, c=-1.0)
         with pytest.raises(ValueError, match="last dimension"):
             score_matrix(x, torch.zeros(3, 3), hyperbolic=False)
         with pytest.raises(ValueError, match="at least 2-D"):

@@ -17,7 +17,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 import poincare
-from models import hyperbolic_attention
+from poincare.nn.functional import hyperbolic_attention
 from verification.strategies import FIXED_CURVATURES, points
 
 # Radii (from the origin, before translation) and tolerances per dtype. Translated points reach

@@ -328,20 +328,43 @@ def test_rng_state_round_trip_and_atomic_write(tmp_path: Path) -> None:
 
 
 @pytest.mark.filterwarnings("ignore::DeprecationWarning")
-def test_optimizer_is_riemannian_for_ball_parameters() -> None:
-    import geoopt
+def test_learnable_curvature_is_one_undecayed_parameter_of_the_optimizer() -> None:
+    from training.trainer import build_model, build_optimizer
 
-    from training.trainer import build_optimizer
+    config = TrainConfig(learn_curvature=True, feature_dim=8, num_heads=2, transformer_layers=1)
+    model = build_model(config)
+    assert model.ball.learnable
+    opt = build_optimizer(model, config)
+    assert isinstance(opt, torch.optim.AdamW)
+    groups = {id(p): g["weight_decay"] for g in opt.param_groups for p in g["params"]}
+    assert groups[id(model.ball.log_c)] == 0.0
+    assert len(groups) == len(list(model.parameters()))  # the shared ball is listed once
+    assert not build_model(TrainConfig(feature_dim=8, num_heads=2)).ball.learnable
 
-    plain = torch.nn.Linear(2, 2)
-    assert isinstance(build_optimizer(plain, TrainConfig()), torch.optim.AdamW)
-    ball = geoopt.PoincareBall()
-    module = torch.nn.Module()
-    module.point = geoopt.ManifoldParameter(torch.zeros(3), manifold=ball)
-    module.lin = torch.nn.Linear(3, 3)
-    opt = build_optimizer(module, TrainConfig())
-    assert isinstance(opt, geoopt.optim.RiemannianAdam)
-    assert sum(len(g["params"]) for g in opt.param_groups) == 3
+
+def test_learn_curvature_logs_the_curvature_every_epoch(tmp_path: Path) -> None:
+    from training.trainer import run
+
+    config = TrainConfig(
+        learn_curvature=True,
+        curvature=0.5,
+        feature_dim=8,
+        num_heads=2,
+        transformer_layers=1,
+        epochs=2,
+        train_batches=2,
+        val_batches=1,
+        batch_size=4,
+        img_dim=16,
+        out=str(tmp_path / "run"),
+        progress=False,
+    )
+    result = run(config)
+    values = [h["curvature"] for h in result.history]
+    assert len(values) == 2 and all(math.isfinite(v) and v > 0 for v in values)
+    assert values[0] != 0.5  # it moved: the curvature is trained
+    lines = (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()
+    assert all('"curvature"' in line for line in lines)
 
 
 def test_data_workers_do_not_change_the_result(tmp_path: Path) -> None:

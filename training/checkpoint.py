@@ -9,9 +9,9 @@ import random
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import torch
 
+from poincare._optional import optional_imports
 from training.config import ARCHITECTURE_KEYS, DATA_KEYS
 
 __all__ = [
@@ -93,6 +93,9 @@ def get_rng_state() -> dict[str, Any]:
     Stored with tensors and plain Python values only, so that ``torch.load(weights_only=True)``
     can read it back.
     """
+    with optional_imports("numpy", extra="train", purpose="a checkpoint's generator states"):
+        import numpy as np
+
     np_state: Any = np.random.get_state()
     py_state = random.getstate()
     return {
@@ -114,6 +117,9 @@ def get_rng_state() -> dict[str, Any]:
 
 def set_rng_state(state: dict[str, Any]) -> None:
     """Restore the generators saved by :func:`get_rng_state`."""
+    with optional_imports("numpy", extra="train", purpose="a checkpoint's generator states"):
+        import numpy as np
+
     torch.set_rng_state(state["torch"])
     if state["cuda"] and torch.cuda.is_available():
         torch.cuda.set_rng_state_all(state["cuda"])

@@ -6,7 +6,7 @@ import argparse
 import sys
 from collections.abc import Sequence
 
-from models.loss import DISTANCES
+from poincare.nn.functional import SCORES, canonical_score
 from training.checkpoint import CheckpointError
 from training.config import TrainConfig
 
@@ -62,13 +62,24 @@ def build_parser() -> argparse.ArgumentParser:
     )
     m.add_argument(
         "--distance",
-        choices=DISTANCES,
+        choices=("regular", *SCORES),
         default=_D.distance,
-        help="hyperbolic score of a prediction against a target: -d (regular), -d^2 (squared) "
-        "or -cosh(d) (cosh); ignored by the Euclidean model",
+        help="hyperbolic score of a prediction against a target, the same function as the "
+        "attention's: -d (distance, also called regular), -d^2 (squared) or "
+        "-(cosh(sqrt(c) d) - 1) (cosh); ignored by the Euclidean model",
     )
     m.add_argument(
-        "--curvature", type=float, default=_D.curvature, help="c: the ball has curvature -c"
+        "--curvature",
+        type=float,
+        default=_D.curvature,
+        help="c: the ball has curvature -c (the initial value with --learn_curvature)",
+    )
+    m.add_argument(
+        "--learn_curvature",
+        action=bo,
+        default=_D.learn_curvature,
+        help="train the curvature with the model (one learnable ball shared by the "
+        "transformer, the map into the ball and the loss; its value is logged every epoch)",
     )
     m.add_argument(
         "--feature_dim",
@@ -168,6 +179,7 @@ def config_from_args(parser: argparse.ArgumentParser, args: argparse.Namespace) 
     problems = config.problems()
     if problems:
         parser.error(problems[0])
+    config.distance = canonical_score(config.distance)
     return config
 
 
@@ -175,13 +187,21 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Parse ``argv``, train, and return the exit status.
 
     0: finished; 130 / 143: stopped by SIGINT / SIGTERM after saving a checkpoint (0 when a
-    hook stopped it); 1: the run diverged; 2: bad flags or an unusable ``--resume``.
+    hook stopped it); 1: the run diverged; 2: bad flags, an unusable ``--resume`` or a
+    missing optional dependency (one line naming the extra that brings it, before training).
     """
-    from training.trainer import TrainingDivergedError, run
+    from poincare._optional import MissingDependencyError, require
 
     parser = build_parser()
     args = parser.parse_args(argv)
     config = config_from_args(parser, args)
+    try:
+        from training.trainer import TrainingDivergedError, run
+
+        require("matplotlib", extra="train", purpose="the training curves' plot")
+    except MissingDependencyError as e:
+        print(f"train_cli.py: error: {e}", file=sys.stderr)
+        return 2
     try:
         result = run(config)
     except CheckpointError as e:
@@ -189,6 +209,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except TrainingDivergedError as e:
         print(f"train_cli.py: error: {e}", file=sys.stderr)
         return 1
+    except MissingDependencyError as e:
+        print(f"train_cli.py: error: {e}", file=sys.stderr)
+        return 2
     if result.interrupted:
         return 128 + result.stop_signal if result.stop_signal else 0
     final = result.final

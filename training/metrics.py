@@ -11,6 +11,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from poincare._optional import optional_imports
 from training.checkpoint import atomic_write_bytes, atomic_write_text
 
 __all__ = ["METRIC_COLUMNS", "plot_curves", "write_metrics"]
@@ -58,10 +59,11 @@ def plot_curves(path: str | os.PathLike[str], history: Sequence[dict[str, Any]])
     """
     if not history:
         return
-    import matplotlib
+    with optional_imports("matplotlib", extra="train", purpose="the training curves' plot"):
+        import matplotlib
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
 
     epochs = [h["epoch"] for h in history]
 

@@ -1,7 +1,7 @@
 """The training loop of the video future-prediction model.
 
-``run(config)`` builds the model, the optimiser (AdamW, or geoopt's RiemannianAdam when a
-parameter lives on a manifold), a warm-up + cosine learning-rate schedule, and trains on the
+``run(config)`` builds the model, the optimiser (AdamW; a learnable curvature is one more
+parameter of it), a warm-up + cosine learning-rate schedule, and trains on the
 procedural sprite videos of :mod:`training.data`, validating after every epoch with the
 top-1/top-5 accuracy of future retrieval. The run folder receives ``config.json``,
 ``metrics.jsonl``, ``metrics.csv``, ``checkpoint_last.pt``, ``checkpoint_best.pt`` and
@@ -12,6 +12,10 @@ whenever SIGINT/SIGTERM (or an ``on_step`` hook) asks to stop, at the next step 
 with the position inside the epoch. Because every batch is a pure function of
 ``(seed, epoch, index)`` and the generators' states are saved, a resumed run reproduces the
 uninterrupted one bit for bit on the CPU.
+
+Precision: ``--fp64_hyper`` runs every forward pass (training and validation) inside
+``poincare.upcast(torch.float64)``, the one precision route of :mod:`poincare`: the model and
+the loss read it, they carry no flag of their own.
 """
 
 from __future__ import annotations
@@ -32,10 +36,16 @@ from pathlib import Path
 from types import FrameType
 from typing import Any
 
-import numpy as np
 import torch
 from torch import nn
 from torch.utils.data import DataLoader
+
+import poincare
+from poincare._optional import optional_imports
+
+with optional_imports("numpy", "tqdm", extra="train", purpose="training"):
+    import numpy as np
+    from tqdm import tqdm
 
 from models.video import VideoFuturePredictor
 from training.checkpoint import (
@@ -138,35 +148,32 @@ def build_model(config: TrainConfig) -> VideoFuturePredictor:
         num_heads=config.num_heads,
         transformer_layers=config.transformer_layers,
         transformer_dropout=config.transformer_dropout,
-        c=config.curvature,
-        distance=config.distance,
-        fp64_hyper=config.fp64_hyper,
+        c=poincare.PoincareBall(config.curvature, learnable=config.learn_curvature),
+        score=config.distance,
         gru_layers=config.gru_layers,
     )
 
 
+def precision(config: TrainConfig) -> contextlib.AbstractContextManager[object]:
+    """The precision policy of a run's forward passes: ``poincare.upcast(torch.float64)``
+    under ``fp64_hyper``, else a no-op context."""
+    if config.fp64_hyper:
+        return poincare.upcast(torch.float64)
+    return contextlib.nullcontext()
+
+
 def build_optimizer(model: nn.Module, config: TrainConfig) -> torch.optim.Optimizer:
-    """AdamW(lr, weight decay ``wd``), or geoopt's RiemannianAdam when some parameter is a
-    ``geoopt.ManifoldParameter`` (a point of the ball); biases and norm weights get no decay.
-    """
+    """AdamW(lr, weight decay ``wd``); biases, norm weights and the (log) curvature of a
+    learnable ball get no decay."""
     decay: list[nn.Parameter] = []
     no_decay: list[nn.Parameter] = []
-    manifold = False
     for p in model.parameters():
-        if not p.requires_grad:
-            continue
-        if type(p).__name__ == "ManifoldParameter":
-            manifold = True
-        (no_decay if p.dim() <= 1 else decay).append(p)
+        if p.requires_grad:
+            (no_decay if p.dim() <= 1 else decay).append(p)
     groups = [
         {"params": decay, "weight_decay": config.wd},
         {"params": no_decay, "weight_decay": 0.0},
     ]
-    if manifold:
-        import geoopt
-
-        opt: torch.optim.Optimizer = geoopt.optim.RiemannianAdam(groups, lr=config.lr, stabilize=10)
-        return opt
     return torch.optim.AdamW(groups, lr=config.lr)
 
 
@@ -197,12 +204,14 @@ def evaluate(
     skipped = 0
     try:
         for i in range(len(data)):
-            pred, target = model(data[i].video.to(device))
-            out = model.loss_of(pred, target)
+            with precision(config):
+                pred, target = model(data[i].video.to(device))
+                out = model.loss_of(pred, target)
+                group_hit = model.group_top1(pred, target, gs)
             if not torch.isfinite(out.loss):
                 skipped += 1
                 continue
-            group.append(model.group_top1(pred, target, gs).item())
+            group.append(group_hit.item())
             losses.append(out.loss.item())
             top1.append(out.top1.item())
             top5.append(out.top5.item())
@@ -262,8 +271,6 @@ def _signal_handlers(flag: _StopFlag) -> Iterator[None]:
 
 
 def _say(msg: str) -> None:
-    from tqdm import tqdm
-
     tqdm.write(msg, file=sys.stderr)
 
 
@@ -271,14 +278,15 @@ def _default_out_dir() -> Path:
     return Path("runs") / datetime.now(timezone.utc).strftime("%Y%m%d-%H%M%S")
 
 
-def _format_epoch(h: dict[str, Any], epochs: int) -> str:
+def _format_epoch(h: dict[str, Any], epochs: int, learn_curvature: bool = False) -> str:
+    curvature = f"  c {h['curvature']:.4f}" if learn_curvature and "curvature" in h else ""
     return (
         f"epoch {h['epoch']}/{epochs}  train loss {h['train_loss']:.4f}  "
         f"val loss {h['val_loss']:.4f}  val top-1 {100 * h['val_top1']:.2f}%  "
         f"top-5 {100 * h['val_top5']:.2f}%  (chance {100 * h['chance_top1']:.2f}% / "
         f"{100 * h['chance_top5']:.2f}%)  group top-1 {100 * h['val_group_top1']:.1f}% "
         f"(chance {100 * h['chance_group_top1']:.0f}%)  skipped {h['train_skipped']}  "
-        f"{h['epoch_seconds']:.1f}s  {h['clips_per_second']:.1f} clips/s"
+        f"{h['epoch_seconds']:.1f}s  {h['clips_per_second']:.1f} clips/s{curvature}"
     )
 
 
@@ -373,7 +381,6 @@ def _run(config: TrainConfig, on_step: Callable[[int], bool] | None, flag: _Stop
         }
 
     result = RunResult(out_dir=out_dir, history=history)
-    from tqdm import tqdm
 
     while epoch < config.epochs:
         data = SpriteVideos(
@@ -405,7 +412,8 @@ def _run(config: TrainConfig, on_step: Callable[[int], bool] | None, flag: _Stop
         stop = flag.requested
         for batch in [] if stop else loader:
             video = batch.video.to(device, non_blocking=True)
-            out = model.loss(video)
+            with precision(config):
+                out = model.loss(video)
             ok = bool(torch.isfinite(out.loss))
             if ok:
                 optimizer.zero_grad(set_to_none=True)
@@ -486,6 +494,7 @@ def _run(config: TrainConfig, on_step: Callable[[int], bool] | None, flag: _Stop
             "train_top1": acc["top1"] / n if acc["n"] else float("nan"),
             "train_skipped": int(acc["skipped"]),
             **val,
+            "curvature": float(model.ball.c.detach()),
             "epoch_seconds": acc["seconds"],
             "clips_per_second": config.batch_size
             * (acc["n"] + acc["skipped"])
@@ -503,7 +512,7 @@ def _run(config: TrainConfig, on_step: Callable[[int], bool] | None, flag: _Stop
             save_checkpoint(out_dir / "checkpoint_best.pt", payload())
         write_metrics(out_dir, history)
         plot_curves(out_dir / "curves.png", history)
-        _say(_format_epoch(record, config.epochs))
+        _say(_format_epoch(record, config.epochs, config.learn_curvature))
         if flag.requested:
             result.interrupted = True
             result.stop_signal = flag.signum

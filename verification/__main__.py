@@ -2,7 +2,12 @@
 
 import sys
 
-from verification.report import main
+from poincare._optional import MissingDependencyError
+
+try:
+    from verification.report import main
+except MissingDependencyError as e:  # the one line, no traceback
+    sys.exit(f"python -m verification: error: {e}")
 
 if __name__ == "__main__":
     sys.exit(main())

@@ -37,8 +37,12 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-import mpmath
 import torch
+
+from poincare._optional import optional_imports
+
+with optional_imports("mpmath", extra="verify", purpose="verification"):
+    import mpmath
 
 from verification import reference as ref
 

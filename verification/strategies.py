@@ -27,9 +27,13 @@ import math
 from collections.abc import Sequence
 
 import torch
-from hypothesis import strategies as st
 
 import poincare
+from poincare._optional import optional_imports
+
+with optional_imports("hypothesis", extra="verify", purpose="the Hypothesis strategies"):
+    from hypothesis import strategies as st
+
 from verification import reference as ref
 
 __all__ = [

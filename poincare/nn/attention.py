@@ -9,7 +9,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from ._common import BallLike, check_positive_int, check_probability
+from ._common import BallLike, check_positive_int, check_probability, compute_dtype
 from .functional import Score, canonical_score, multi_head_attention_forward
 from .layers import HyperbolicLinear, _OnBall
 
@@ -132,6 +132,9 @@ class HyperbolicMultiHeadAttention(_OnBall):
         average_attn_weights: bool,
         tangent: bool,
     ) -> tuple[Tensor, Tensor | None]:
+        # the temperatures in the compute dtype (the functional validates the inputs)
+        floating = isinstance(query, Tensor) and query.is_floating_point()
+        dtype = compute_dtype(query.dtype) if floating else self.beta_raw.dtype
         return multi_head_attention_forward(
             query,
             key,
@@ -141,7 +144,7 @@ class HyperbolicMultiHeadAttention(_OnBall):
             in_proj_bias=self.in_proj_bias,
             out_proj_weight=self.out_proj.weight,
             out_proj_bias=self.out_proj.bias,
-            beta=F.softplus(self.beta_raw),
+            beta=F.softplus(self.beta_raw.to(dtype)),
             c=self.c,
             score=self.score,
             dropout_p=self.dropout,

@@ -50,7 +50,8 @@ the scores and the midpoint. A call any of whose head points lies beyond
 :math:`s_c h_0 = \cosh(s_c r) > 32` (:data:`FAR_COSH`, i.e. :math:`c|x|^2 > 31/33`, radius
 about :math:`4.2/s_c`), where they would lose more than about :math:`32^2\epsilon`, forms its
 head points in the compute dtype instead and runs ``"sdpa"`` on their float64 Lorentz
-coordinates, or ``"gram"`` as ``"points"``.
+coordinates, and ``"gram"`` as ``"points"`` (the ``cosh`` score, which grows like
+:math:`e^d`, as ``"gram"`` on float64 Lorentz coordinates of the points).
 
 In the module, head points are not formed in the ball at all on the Lorentz paths: their
 Lorentz coordinates come in closed form from the tangent vectors of the projections
@@ -313,16 +314,26 @@ def _encode_lorentz(
 
 
 def _encode_points(
-    q: Tensor, k: Tensor, v: Tensor, beta: Tensor, c: Curv, path: Path, dtype: torch.dtype
+    q: Tensor,
+    k: Tensor,
+    v: Tensor,
+    beta: Tensor,
+    c: Curv,
+    path: Path,
+    dtype: torch.dtype,
+    score: Score,
 ) -> _Encoded:
     """Head points (..., L, D) to the inputs of ``path``, taking far-out calls off the Lorentz
     paths of ``dtype`` (see the module docstring): ``"sdpa"`` then runs on float64 Lorentz
-    coordinates, ``"gram"`` becomes ``"points"``. The value sums of ``"points"`` are float64."""
-    if path == "sdpa":
-        wide = torch.float64 if dtype != torch.float64 else dtype
+    coordinates of the points, ``"gram"`` becomes ``"points"`` (distances from the points,
+    float64 value sums), except for the ``cosh`` score, which grows like ``e^d``: its float32
+    distances would carry absolute errors of about ``eps d cosh(d)``, so it stays ``"gram"``
+    on float64 Lorentz coordinates of the points (absolute errors of about ``eps h_0^2``)."""
+    wide = torch.float64
+    if path == "sdpa" or (path == "gram" and score == "cosh"):
         hq, hk, hv = (_even(PF.poincare_to_lorentz(p.to(wide), c=c)) for p in (q, k, v))
         return _encode_lorentz(hq, hk, hv, beta.to(wide), c, path, wide)
-    return _Encoded("points", q, k, PF.poincare_to_lorentz(v.to(torch.float64), c=c))
+    return _Encoded("points", q, k, PF.poincare_to_lorentz(v.to(wide), c=c))
 
 
 def _attend(
@@ -452,7 +463,7 @@ def hyperbolic_attention(
         if dtype == torch.float64 or not _far_out(hs, cc):
             enc = _encode_lorentz(*hs, beta_t, cc, path, dtype)
     if enc is None:
-        enc = _encode_points(q, k, v, beta_t, cc, path, dtype)
+        enc = _encode_points(q, k, v, beta_t, cc, path, dtype, name)
     agg, weights = _attend(
         enc,
         beta=beta_t,
@@ -463,7 +474,12 @@ def hyperbolic_attention(
         dropout_p=dropout_p,
         need_weights=need_weights,
     )
-    out = PF.expmap0(midpoint_logmap0(agg, dead, c=cc, dim=v.shape[-1], dtype=dtype), c=cc)
+    # The midpoint is formed in the dtype of the sums (float64 for far-out float32 calls) and
+    # rounded to the caller's dtype once, as a point.
+    t = midpoint_logmap0(
+        agg, dead, c=_curvature_in(cc, agg.dtype), dim=v.shape[-1], dtype=agg.dtype
+    )
+    out = PF.expmap0(t, c=_curvature_in(cc, agg.dtype))
     if weights is not None:
         if dead is not None:
             weights = weights.masked_fill(dead, 0.0)
@@ -649,7 +665,7 @@ def multi_head_attention_forward(
             for z, bias in heads
         ]
         pq, pk, pv = unpack(points)
-        enc = _encode_points(pq, pk, pv, beta_, cc, path, dtype)
+        enc = _encode_points(pq, pk, pv, beta_, cc, path, dtype, name)
         taken["path"] = enc.path
         return enc.q, enc.k, enc.v
 
