@@ -74,7 +74,14 @@ class NaiveHyperbolicAttention(nn.Module):
         h = self.hyp
         assert h.in_proj_weight is not None
         u = poincare.logmap0(x, c=h.c)
-        q, k, v = h._heads(torch.nn.functional.linear(u, h.in_proj_weight), h.in_proj_bias)
+        b, n = x.shape[0], x.shape[1]
+        z = torch.nn.functional.linear(u, h.in_proj_weight).view(b, n, 3, h.num_heads, -1)
+        if h.in_proj_bias is None:
+            pts = poincare.expmap0(z, c=h.c)
+        else:
+            bias = h.in_proj_bias.view(3, h.num_heads, -1)
+            pts = poincare.expmap0_add(z, bias, c=h.c)
+        q, k, v = pts.permute(2, 0, 3, 1, 4).unbind(0)
         d = poincare.dist(q.unsqueeze(-2), k.unsqueeze(-3), c=h.c)  # (B, H, N, M) via N x M x D
         w = torch.softmax(-h.beta.view(-1, 1, 1) * d, dim=-1)
         out = poincare.einstein_midpoint(v.unsqueeze(-3), w, c=h.c, dim=-2)  # N x M x D inside

@@ -4,7 +4,11 @@ Holds the 3-D block encoder, the ConvGRU, :class:`VideoFuturePredictor` and its 
 loss, and re-exports the :mod:`poincare.nn` modules the model uses.
 """
 
-from poincare.nn import ConvHyperbolicTransformer, HyperbolicMultiHeadAttention, HyperbolicTransformer
+from poincare.nn import (
+    ConvHyperbolicTransformer,
+    HyperbolicMultiHeadAttention,
+    HyperbolicTransformer,
+)
 
 from .convgru import ConvGRU, ConvGRUCell
 from .encoder import BlockEncoder3D

@@ -43,7 +43,6 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from . import _dd as dd
-from ._fused import expmap0_add_lorentz_raw, expmap0_add_raw, saturation
 from ._checks import (
     Curvature,
     as_curvature,
@@ -53,6 +52,7 @@ from ._checks import (
     check_tensor,
     prepare,
 )
+from ._fused import expmap0_add_lorentz_raw, expmap0_add_raw, saturation
 from ._numerics import (
     artanh_over,
     asinh,

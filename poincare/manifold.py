@@ -83,7 +83,7 @@ class PoincareBall(nn.Module):
         # not round the curvature: keep its float64 value and follow only the device.
         name = "log_c" if self.learnable else "c_value"
         exact = getattr(self, name).detach().clone()
-        super()._apply(fn, recurse)
+        super()._apply(fn, recurse)  # type: ignore[no-untyped-call]
         moved = getattr(self, name)
         restored = exact.to(device=moved.device)
         if self.learnable:

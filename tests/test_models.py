@@ -126,7 +126,7 @@ class TestModel:
         handle.remove()
         assert seen == [torch.float32]  # the Euclidean cell is float32, narrowed once
         # and the tangent vector is logmap0 of the context point
-        points, ctx_points = model.aggregator(z)
+        _, ctx_points = model.aggregator(z)
         torch.testing.assert_close(
             poincare.logmap0(ctx_points.permute(0, 2, 3, 1)),
             model.aggregator.forward_tangent(z)[1].permute(0, 2, 3, 1),  # type: ignore[operator]

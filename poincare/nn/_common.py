@@ -35,7 +35,7 @@ def as_ball(c: BallLike) -> PoincareBall:
     """
     if isinstance(c, PoincareBall):
         return c
-    return PoincareBall(c)  # type: ignore[arg-type]
+    return PoincareBall(c)
 
 
 def check_curvature_arg(c: object) -> None:

@@ -461,7 +461,7 @@ def hyperbolic_attention(
         hs = [_even(PF.poincare_to_lorentz(p.to(wide), c=cc)) for p in (q, k)]
         hs.append(_even(PF.poincare_to_lorentz(v, c=cc)))
         if dtype == torch.float64 or not _far_out(hs, cc):
-            enc = _encode_lorentz(*hs, beta_t, cc, path, dtype)
+            enc = _encode_lorentz(hs[0], hs[1], hs[2], beta_t, cc, path, dtype)
     if enc is None:
         enc = _encode_points(q, k, v, beta_t, cc, path, dtype, name)
     agg, weights = _attend(

@@ -11,8 +11,14 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from .. import functional as PF
-from ._common import BallLike, cast_point, check_points, check_positive_int, check_probability
-from ._common import compute_dtype
+from ._common import (
+    BallLike,
+    cast_point,
+    check_points,
+    check_positive_int,
+    check_probability,
+    compute_dtype,
+)
 from .attention import HyperbolicMultiHeadAttention
 from .functional import tangent_dropout
 from .layers import (
@@ -99,21 +105,28 @@ class HyperbolicTransformerBlock(_OnBall):
         in_dtype = x.dtype
         x = x.to(compute_dtype(in_dtype))
         c = self.c
-        masks = {
-            "key_padding_mask": key_padding_mask,
-            "attn_mask": attn_mask,
-            "is_causal": is_causal,
-        }
 
         def drop(y: Tensor) -> Tensor:
             return tangent_dropout(y, self.dropout, self.training, c=c)
 
         if self.norm_first:
-            a, _ = self.self_attn.forward_tangent(self.norm1.forward_tangent(x), **masks)  # type: ignore[arg-type]
+            a, _ = self.self_attn.forward_tangent(
+                self.norm1.forward_tangent(x),
+                key_padding_mask=key_padding_mask,
+                attn_mask=attn_mask,
+                is_causal=is_causal,
+            )
             x = PF.mobius_add(x, drop(a), c=c)
             x = PF.mobius_add(x, drop(self.ff.forward_tangent(self.norm2.forward_tangent(x))), c=c)
         else:
-            a, _ = self.self_attn(x, x, x, **masks)  # type: ignore[arg-type]
+            a, _ = self.self_attn(
+                x,
+                x,
+                x,
+                key_padding_mask=key_padding_mask,
+                attn_mask=attn_mask,
+                is_causal=is_causal,
+            )
             x = self.norm1(PF.mobius_add(x, drop(a), c=c))
             x = self.norm2(PF.mobius_add(x, drop(self.ff(x)), c=c))
         return cast_point(x, in_dtype, c=c)
