@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import sys
 from collections.abc import Sequence
+from typing import NoReturn
 
 from poincare.nn.functional import SCORES, canonical_score
 from training.checkpoint import CheckpointError
@@ -15,9 +16,16 @@ __all__ = ["build_parser", "config_from_args", "main"]
 _D = TrainConfig()
 
 
+class _Parser(argparse.ArgumentParser):
+    """An argument parser whose errors are one line (``prog: error: ...``) and exit status 2."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(2, f"{self.prog}: error: {message} (see --help)\n")
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser of ``train_cli.py``; every flag is documented in ``--help``."""
-    p = argparse.ArgumentParser(
+    p = _Parser(
         prog="train_cli.py",
         description=(
             "Train the self-supervised video future-prediction model (Euclidean or hyperbolic; "

@@ -6,6 +6,7 @@ import dataclasses
 from dataclasses import dataclass
 from typing import Any
 
+from poincare._checks import check_curvature
 from poincare.nn.functional import SCORES, canonical_score
 
 __all__ = ["ARCHITECTURE_KEYS", "DATA_KEYS", "TrainConfig"]
@@ -119,9 +120,12 @@ class TrainConfig:
         for name in positive:
             if getattr(self, name) <= 0:
                 p.append(f"--{name} must be positive, got {getattr(self, name)}")
-        for name in ("lr", "curvature"):
-            if not getattr(self, name) > 0.0:
-                p.append(f"--{name} must be positive, got {getattr(self, name)}")
+        if not self.lr > 0.0:
+            p.append(f"--lr must be positive, got {self.lr}")
+        try:
+            check_curvature(self.curvature)
+        except (TypeError, ValueError) as e:
+            p.append(f"--curvature: {e}")
         for name in ("wd", "grad_clip"):
             if not getattr(self, name) >= 0.0:
                 p.append(f"--{name} must be >= 0, got {getattr(self, name)}")
