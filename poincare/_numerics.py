@@ -23,6 +23,7 @@ __all__ = [
     "asinh_over",
     "dd_expmap",
     "dot",
+    "exact_beyond",
     "exact_outside",
     "gap",
     "gap_precise",
@@ -134,26 +135,38 @@ def _exact_sqnorm(x: Tensor) -> tuple[Tensor, Tensor]:
     return dd.sqnorm(dd.const(x))
 
 
-def exact_outside(x: Tensor, c: Tensor) -> Tensor:
-    """Boolean ``(..., 1)``: ``c |x|^2 >= 1`` decided in (almost) exact arithmetic.
+def exact_beyond(x: Tensor, c: Tensor, m: float = 1.0, *, strict: bool = False) -> Tensor:
+    """Boolean ``(..., 1)``: ``c |x|^2 >= m^2`` (``>`` if ``strict``) decided in (almost) exact
+    arithmetic.
 
-    The rows far from the boundary are decided by an ordinary float64 sum; only the rows within
-    2^-40 of it are re-evaluated with an exactly rounded double-double sum of squares.
+    ``m`` is a float64 number (the boundary 1, or the outermost shell ``1 - eps/2``). The rows
+    far from the threshold are decided by an ordinary float64 sum; only the rows within 2^-40
+    of it are re-evaluated with an exactly rounded double-double sum of squares, against the
+    exact double-double square of ``m``.
     """
     with torch.no_grad():
         xd = x.detach().to(torch.float64)
         cd = c.detach().to(torch.float64).expand((*xd.shape[:-1], 1))
         s = sqnorm(xd) * cd
-        out = s >= 1
-        near = (s - 1).abs() <= 2.0**-40
+        out = s > m * m if strict else s >= m * m
+        near = (s - m * m).abs() <= 2.0**-40
         if bool(near.any()):
             rows = near.squeeze(-1)
             hi, lo = _exact_sqnorm(xd[rows])
             cr = cd[rows]
             t, te = dd.two_prod(cr, hi)  # c * hi exactly
+            mm = torch.full_like(cr, m)
+            q, qe = dd.two_prod(mm, mm)  # m^2 exactly
             out = out.clone()
-            out[rows] = ((t - 1) + (te + cr * lo)) >= 0
+            diff = (t - q) + (te - qe + cr * lo)
+            out[rows] = diff > 0 if strict else diff >= 0
         return out
+
+
+def exact_outside(x: Tensor, c: Tensor) -> Tensor:
+    """Boolean ``(..., 1)``: ``c |x|^2 >= 1`` decided in (almost) exact arithmetic
+    (:func:`exact_beyond` with the boundary)."""
+    return exact_beyond(x, c, 1.0)
 
 
 def gap_precise(x: Tensor, c: Tensor, enabled: bool = True) -> Tensor:

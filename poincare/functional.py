@@ -59,6 +59,7 @@ from ._numerics import (
     asinh_over,
     dd_expmap,
     dot,
+    exact_beyond,
     exact_outside,
     gap,
     gap_precise,
@@ -116,7 +117,9 @@ def _project(x: Tensor, c: Tensor) -> Tensor:
     xd = x.to(torch.float64)
     scd = torch.sqrt(c.to(torch.float64))
     n = torch.linalg.vector_norm(xd, dim=-1, keepdim=True) * scd
-    over = n > m
+    # Beyond the outermost shell, decided exactly: a rounded norm could move a point that lies
+    # exactly on or inside the shell (which must come back bit for bit).
+    over = exact_beyond(xd, c.to(torch.float64), m, strict=True)
     scale = torch.where(over, m / torch.where(over, n, torch.ones_like(n)), torch.ones_like(n))
     y = (xd * scale).to(dtype)
     # Rounding the rescaled coordinates can carry a point across the boundary: retry those
