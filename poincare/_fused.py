@@ -29,7 +29,7 @@ from typing import Any, NamedTuple
 import torch
 from torch import Tensor
 
-from ._numerics import acosh1p, dot, max_norm
+from ._numerics import acosh1p, dot, gap_precise, max_norm
 
 __all__ = [
     "TINY",
@@ -40,6 +40,7 @@ __all__ = [
     "expmap0_with_gap",
     "midpoint_logmap0",
     "saturation",
+    "stored_gap",
     "tangent_terms",
 ]
 
@@ -173,7 +174,9 @@ class _Expmap0Add(torch.autograd.Function):
     gap :math:`B_b`.
 
     Forward: with :math:`S = b + a z` and :math:`q = c|S|^2`,
-    :math:`y = (S + q g z)/D`, :math:`D = B_b + q C`.
+    :math:`y = (S + q g z)/D`, :math:`D = B_b + q C`. ``S`` is rounded as a product and a sum
+    (not a fused multiply-add), so that exactly opposite inputs, ``b = exp_0(-z)``, give
+    exactly ``S = 0`` and the origin.
 
     Backward, with :math:`\gamma = \bar y/D`: the gradient in ``q`` is
     :math:`\bar q = g\langle\gamma, z\rangle - C\langle\gamma, y\rangle`; in ``S`` (directly and
@@ -190,7 +193,7 @@ class _Expmap0Add(torch.autograd.Function):
     ) -> Tensor:
         t = scaled_norm(z, c)
         k = tangent_terms(t, t_max)
-        s = torch.addcmul(b, k.a, z)
+        s = b + k.a * z
         q = dot(s, s) * c
         den = torch.addcmul(gap_b, q, k.cc)
         y = torch.addcmul(s, q * k.g, z) / den
@@ -204,7 +207,7 @@ class _Expmap0Add(torch.autograd.Function):
         z, b, gap_b, t, q, den, c_t = ctx.saved_tensors
         c: CurvatureArg = c_t if c_t is not None else ctx.c_float
         k = tangent_terms(t, ctx.t_max)
-        s = torch.addcmul(b, k.a, z)
+        s = b + k.a * z
         y = torch.addcmul(s, q * k.g, z) / den
         gam = gy / den
         gyy = dot(gam, y)
@@ -236,8 +239,28 @@ def expmap0_add_raw(z: Tensor, bias: Tensor, *, c: CurvatureArg) -> Tensor:
     """
     t_max = saturation(z.dtype)
     bp, gap_b = expmap0_with_gap(bias, c=c, t_max=t_max, gap=True)
+    # The sum pairs the point with its gap: near the shell the exact gap 1/cosh^2 t_b and the
+    # rounded point disagree (by up to 100% where the gap is a few ulps), so the value of the
+    # gap is that of the stored point (its gradient stays that of 1/cosh^2 t_b).
+    gap_b = gap_b + (stored_gap(bp, c) - gap_b).detach()
     out: Tensor = _Expmap0Add.apply(z, bp, gap_b, c, t_max)  # type: ignore[no-untyped-call]
     return out
+
+
+def stored_gap(b: Tensor, c: CurvatureArg) -> Tensor:
+    """The gap ``1 - c|b|^2`` of the stored points ``b`` (..., D), to a relative ulp of the gap
+    itself (values only): float64 rows by a double-double sum of squares
+    (:func:`poincare._numerics.gap_precise`), other dtypes in float64; at least the gap of the
+    outermost representable shell, for points rounded onto or beyond it. Returns (..., 1)."""
+    with torch.no_grad():
+        cd = (c.detach() if isinstance(c, Tensor) else torch.tensor(c)).to(torch.float64)
+        cd = cd.to(b.device)
+        if b.dtype == torch.float64:
+            g = gap_precise(b.detach(), cd)
+        else:
+            g = 1 - cd * dot(b.detach().double(), b.detach().double())
+        m = max_norm(b.dtype)
+        return g.clamp(min=(1 - m) * (1 + m)).to(b.dtype)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -277,7 +300,7 @@ class _Expmap0AddLorentz(torch.autograd.Function):
     ) -> Tensor:
         t = scaled_norm(z, c)
         k = tangent_terms(t, t_max)
-        s = torch.addcmul(b, k.a, z)
+        s = b + k.a * z
         q = dot(s, s) * c
         h0 = (lam_b * q * k.cc).add_(1.0)
         if isinstance(c, Tensor) or c != 1.0:
@@ -299,7 +322,7 @@ class _Expmap0AddLorentz(torch.autograd.Function):
         if isinstance(c, Tensor) or c != 1.0:
             theta = theta / _sqrt(c)
         gs = grad[..., 1 : d + 1]
-        s = torch.addcmul(b, k.a, z)
+        s = b + k.a * z
         sig_s = dot(gs, s)
         sig_z = dot(gs, z)
         inner = torch.addcmul(theta * k.cc, k.g, sig_z)
@@ -457,10 +480,11 @@ class _CoshScore(torch.autograd.Function):
         c_t = c if isinstance(c, Tensor) else None
         ctx.save_for_backward(gm1, beta, c_t)
         ctx.c_float, ctx.score, ctx.g_dtype = (None if c_t is not None else c), score, g.dtype
+        neg_beta = -beta.to(dtype)
         if score == "cosh":
-            return gm1 * (-beta.to(dtype))
-        d = acosh1p(gm1) / _sqrt(c)
-        return (d * d if score == "squared" else d) * (-beta.to(dtype))
+            return gm1 * neg_beta
+        d = _distance(acosh1p(gm1), c)
+        return (d.mul_(d) if score == "squared" else d).mul_(neg_beta)
 
     @staticmethod
     def backward(ctx: Any, grad: Tensor) -> tuple[Tensor | None, ...]:
@@ -475,18 +499,23 @@ class _CoshScore(torch.autograd.Function):
             if ctx.needs_input_grad[1]:
                 grad_beta = -(grad * gm1).sum_to_size(beta.shape)
         else:
-            sc = _sqrt(c)
+            # sinh(s d) = sqrt((g - 1)(g + 1)), s d = log1p((g - 1) + sinh(s d)): one root
             sinh_sd = (gm1 + 2).mul_(gm1).sqrt_()
-            d = acosh1p(gm1) / sc
-            ddg = sinh_sd.clamp(min=TINY).reciprocal_().masked_fill_(gm1 <= 2 * TINY**2, 0.0)
-            fprime = 2 * d if score == "squared" else torch.ones_like(d)
+            d = _distance(torch.log1p(gm1 + sinh_sd), c)
+            # dd/dg = 1/(s sinh(s d)), 0 where d is 0; times f'(d) = 1 or 2d
+            ddg = sinh_sd.clamp_(min=TINY).reciprocal_().masked_fill_(gm1 <= 2 * TINY**2, 0.0)
+            if score == "squared":
+                ddg.mul_(d).mul_(2.0)
             f = d * d if score == "squared" else d
             if ctx.needs_input_grad[0]:
-                grad_g = grad * fprime * ddg * (neg_beta / sc)
+                scale = neg_beta / _sqrt(c) if isinstance(c, Tensor) or c != 1.0 else neg_beta
+                grad_g = (grad * ddg).mul_(scale)
             if ctx.needs_input_grad[1]:
                 grad_beta = -(grad * f).sum_to_size(beta.shape)
             if ctx.needs_input_grad[2]:
-                grad_c = _grad_c(grad * (-neg_beta) * fprime * d / (2 * c), c)
+                # d f / d c at fixed g: -f' d/(2c) = -f/(2c) (distance) or -f/c (squared)
+                per = f / (2 * c) if score == "distance" else f / c
+                grad_c = _grad_c(grad * per * (-neg_beta), c)
         if grad_g is not None:
             grad_g = grad_g.to(ctx.g_dtype)
         if grad_beta is not None:
@@ -494,6 +523,13 @@ class _CoshScore(torch.autograd.Function):
         if grad_c is not None and isinstance(c, Tensor):
             grad_c = grad_c.to(c.dtype)
         return grad_g, grad_beta, grad_c, None, None
+
+
+def _distance(sd: Tensor, c: CurvatureArg) -> Tensor:
+    """``d = (s d) / s`` in place on the fresh tensor ``sd`` (no division at ``c = 1``)."""
+    if isinstance(c, Tensor):
+        return sd.div_(c.sqrt())
+    return sd.div_(math.sqrt(c)) if c != 1.0 else sd
 
 
 def cosh_score(

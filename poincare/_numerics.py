@@ -77,7 +77,7 @@ def acosh1p(x: Tensor) -> Tensor:
     non-negative, and ``log1p`` keeps the relative accuracy of small distances (``arcosh`` of
     ``1 + x`` rounded would lose all of it for ``x`` below ``eps``).
     """
-    return torch.log1p(x + torch.sqrt(x * (x + 2)))
+    return (x + 2).mul_(x).sqrt_().add_(x).log1p_()
 
 
 def asinh_over(a: Tensor) -> Tensor:

@@ -500,12 +500,14 @@ def expmap0_add_lorentz(u: Tensor, b: Tensor | None = None, *, c: Curvature = 1.
     .. math:: h_0 = \frac{1 + \lambda_b q\cosh^2 t}{s_c},\qquad
               h_{1:} = \lambda_b\Big(S + q\,\frac{\sinh t\cosh t}{t}\,u\Big),
 
-    sums of non-negative terms accurate to a few ulps relative. The point is never formed in
+    sums of non-negative terms accurate to a few ulps relative; as in
+    :func:`poincare_to_lorentz`, the stored time coordinate is then taken from the stored space
+    coordinates, rounded upwards, so that the stored point is never space-like (its gradient
+    is that of the closed form). The point is never formed in
     the ball, so the coordinates of points beyond the representable radius of the ball's
     coordinates are still exact (up to the saturation of ``expmap0`` itself at
     :math:`t = \operatorname{artanh}(1 - \epsilon/2)`). One autograd node (backward in
-    :mod:`poincare._fused`, ``c`` included). The result lies on the hyperboloid
-    :math:`-h_0^2 + |h_{1:}|^2 = -1/c` up to rounding of its coordinates.
+    :mod:`poincare._fused`, ``c`` included).
 
     Args:
         u: ``(..., D)`` tangent vectors at the origin.
@@ -525,7 +527,7 @@ def expmap0_add_lorentz(u: Tensor, b: Tensor | None = None, *, c: Curvature = 1.
         check_last_dims(u=u, b=b)
         out, comp, cc, (uu, bb) = prepare(c, u=u, b=b)
     h = expmap0_add_lorentz_raw(uu, bb, c=cc, t_max=saturation(comp))
-    return h.to(out)
+    return _on_upper_sheet(h[..., :1], h[..., 1:].to(out), cc, out)
 
 
 def logmap0(y: Tensor, *, c: Curvature = 1.0) -> Tensor:
@@ -961,11 +963,19 @@ def poincare_to_lorentz(x: Tensor, *, c: Curvature = 1.0) -> Tensor:
     sc = cc.sqrt()
     b = gap_precise(xx, cc, out == torch.float64)
     h0 = (1 + cc * sqnorm(xx)) / (sc * b)
-    hs = (2 * xx / b).to(out)
+    return _on_upper_sheet(h0, (2 * xx / b).to(out), cc, out)
+
+
+def _on_upper_sheet(h0: Tensor, hs: Tensor, c: Tensor, out: torch.dtype) -> Tensor:
+    """``(h_0, h_s)`` stored in ``out`` with the time coordinate that keeps the stored point on
+    or inside the upper sheet: the value of ``h_0`` is replaced by
+    :math:`\sqrt{1/c + |h_s|^2}` of the *stored* space coordinates, in double-double, rounded
+    upwards to ``out`` (so the stored point is never space-like and maps back strictly inside
+    the ball); its gradient stays that of the formula ``h0`` (a straight-through rounding).
+    """
     with torch.no_grad():
-        # sqrt(1/c + |h_s|^2) in double-double, then rounded upwards to the output dtype.
         hsd = hs.detach().to(torch.float64)
-        cd = cc.detach().to(torch.float64).expand((*hsd.shape[:-1], 1))
+        cd = c.detach().to(torch.float64).expand((*hsd.shape[:-1], 1))
         inv_c = dd.div(dd.const(torch.ones_like(cd)), dd.const(cd))
         hi, lo = dd.sqrt(dd.add(inv_c, dd.sqnorm(dd.const(hsd))))
         up = hi.to(out)
