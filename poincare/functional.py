@@ -967,7 +967,7 @@ def poincare_to_lorentz(x: Tensor, *, c: Curvature = 1.0) -> Tensor:
 
 
 def _on_upper_sheet(h0: Tensor, hs: Tensor, c: Tensor, out: torch.dtype) -> Tensor:
-    """``(h_0, h_s)`` stored in ``out`` with the time coordinate that keeps the stored point on
+    r"""``(h_0, h_s)`` stored in ``out`` with the time coordinate that keeps the stored point on
     or inside the upper sheet: the value of ``h_0`` is replaced by
     :math:`\sqrt{1/c + |h_s|^2}` of the *stored* space coordinates, in double-double, rounded
     upwards to ``out`` (so the stored point is never space-like and maps back strictly inside
