@@ -43,7 +43,11 @@ def check_tensor(name: str, x: object) -> Tensor:
 
 
 def check_last_dims(**tensors: Tensor) -> None:
-    """Raise ``ValueError`` unless every tensor has the same last dimension."""
+    """Raise ``ValueError`` unless every tensor has the same last dimension (and
+    ``TypeError``/``ValueError`` from :func:`check_tensor` for anything that is not a real
+    floating tensor with a dimension)."""
+    for name, t in tensors.items():
+        check_tensor(name, t)
     items = list(tensors.items())
     first_name, first = items[0]
     for name, t in items[1:]:

@@ -189,18 +189,30 @@ class _Expmap0Add(torch.autograd.Function):
 
     @staticmethod
     def forward(
-        ctx: Any, z: Tensor, b: Tensor, gap_b: Tensor, c: CurvatureArg, t_max: float
+        ctx: Any,
+        z: Tensor,
+        b: Tensor,
+        gap_b: Tensor,
+        c: CurvatureArg,
+        t_max: float,
+        precise: bool,
     ) -> Tensor:
         t = scaled_norm(z, c)
         k = tangent_terms(t, t_max)
-        s = b + k.a * z
+        p = k.a * z
+        s = b + p
         q = dot(s, s) * c
         den = torch.addcmul(gap_b, q, k.cc)
-        y = torch.addcmul(s, q * k.g, z) / den
         c_t = c if isinstance(c, Tensor) else None
         ctx.save_for_backward(z, b, gap_b, t, q, den, c_t)
         ctx.c_float, ctx.t_max = (None if c_t is not None else c), t_max
-        return y
+        if precise:
+            # The value pairs the stored exp_0(z) with its own precise gap (instead of the exact
+            # 1/cosh^2 t, which near the shell disagrees with the rounded point): the Möbius
+            # sum of the two stored points, as the composition computes it.
+            cs = torch.reciprocal(stored_gap(p, c))
+            return torch.addcmul(s, q * cs, p) / torch.addcmul(gap_b, q, cs)
+        return torch.addcmul(s, q * k.g, z) / den
 
     @staticmethod
     def backward(ctx: Any, gy: Tensor) -> tuple[Tensor | None, ...]:
@@ -222,10 +234,10 @@ class _Expmap0Add(torch.autograd.Function):
         grad_c = None
         if ctx.needs_input_grad[3]:
             grad_c = _grad_c(grad_t * t / (2 * c) + grad_q * q / c, c)
-        return grad_z, grad_b, grad_gap, grad_c, None
+        return grad_z, grad_b, grad_gap, grad_c, None, None
 
 
-def expmap0_add_raw(z: Tensor, bias: Tensor, *, c: CurvatureArg) -> Tensor:
+def expmap0_add_raw(z: Tensor, bias: Tensor, *, c: CurvatureArg, precise: bool = False) -> Tensor:
     r""":math:`\exp_0(z) \oplus_c \exp_0(\text{bias})` in one closed form (not projected).
 
     With :math:`t = s|z|`, :math:`p = \exp_0(z)`, :math:`S = p + \exp_0(\text{bias})` and
@@ -235,7 +247,10 @@ def expmap0_add_raw(z: Tensor, bias: Tensor, *, c: CurvatureArg) -> Tensor:
     .. math:: \frac{S + q\,\frac{\sinh t\cosh t}{t}\,z}{q\cosh^2 t + 1/\cosh^2 t_b},
 
     a ratio of sums of non-negative terms that never forms the gap of a rounded point.
-    ``z``: (..., D); ``bias``: (..., D), broadcastable; both in the compute dtype.
+    With ``precise`` (float64 data), the value pairs the rounded points with their own
+    double-double gaps (:func:`stored_gap`), which keeps far-out sums that cancel exact; the
+    gradient is that of the closed form. ``z``: (..., D); ``bias``: (..., D), broadcastable;
+    both in the compute dtype.
     """
     t_max = saturation(z.dtype)
     bp, gap_b = expmap0_with_gap(bias, c=c, t_max=t_max, gap=True)
@@ -243,7 +258,7 @@ def expmap0_add_raw(z: Tensor, bias: Tensor, *, c: CurvatureArg) -> Tensor:
     # rounded point disagree (by up to 100% where the gap is a few ulps), so the value of the
     # gap is that of the stored point (its gradient stays that of 1/cosh^2 t_b).
     gap_b = gap_b + (stored_gap(bp, c) - gap_b).detach()
-    out: Tensor = _Expmap0Add.apply(z, bp, gap_b, c, t_max)  # type: ignore[no-untyped-call]
+    out: Tensor = _Expmap0Add.apply(z, bp, gap_b, c, t_max, precise)  # type: ignore[no-untyped-call]
     return out
 
 
@@ -502,11 +517,20 @@ class _CoshScore(torch.autograd.Function):
             # sinh(s d) = sqrt((g - 1)(g + 1)), s d = log1p((g - 1) + sinh(s d)): one root
             sinh_sd = (gm1 + 2).mul_(gm1).sqrt_()
             d = _distance(torch.log1p(gm1 + sinh_sd), c)
-            # dd/dg = 1/(s sinh(s d)), 0 where d is 0; times f'(d) = 1 or 2d
-            ddg = sinh_sd.clamp_(min=TINY).reciprocal_().masked_fill_(gm1 <= 2 * TINY**2, 0.0)
-            if score == "squared":
-                ddg.mul_(d).mul_(2.0)
             f = d * d if score == "squared" else d
+            if score == "squared":
+                # f'(d) dd/dg = 2d/(s sinh(s d)) = (2/c) (s d)/sinh(s d), whose limit at d = 0
+                # is 2/c: (s d)/sinh(s d) is 1 to the last bit below TINY
+                # (held here as s f'(d) dd/dg = 2 (s d)/(s sinh(s d)); the 1/s comes below)
+                sd = torch.log1p(gm1 + sinh_sd)
+                ratio = torch.where(sinh_sd > TINY, sd / sinh_sd.clamp(min=TINY), 1.0)
+                ddg = ratio.mul_(2.0)
+                if isinstance(c, Tensor) or c != 1.0:
+                    ddg = ddg / _sqrt(c)
+            else:
+                # dd/dg = 1/(s sinh(s d)), 0 where d is 0 (the distance is not differentiable
+                # there; 0 is its subgradient of least norm)
+                ddg = sinh_sd.clamp_(min=TINY).reciprocal_().masked_fill_(gm1 <= 2 * TINY**2, 0.0)
             if ctx.needs_input_grad[0]:
                 scale = neg_beta / _sqrt(c) if isinstance(c, Tensor) or c != 1.0 else neg_beta
                 grad_g = (grad * ddg).mul_(scale)

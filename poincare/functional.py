@@ -470,7 +470,10 @@ def expmap0_add(u: Tensor, b: Tensor, *, c: Curvature = 1.0) -> Tensor:
     a ratio of sums of non-negative terms: no gap of a rounded point is formed, so nothing
     saturates when :math:`|u|` exceeds the representable radius (the result then lies on the
     outermost shell, as ``expmap0`` of such a vector does). One autograd node, whose backward
-    pass (written down in :mod:`poincare._fused`) also differentiates ``c``.
+    pass (written down in :mod:`poincare._fused`) also differentiates ``c``. As in
+    :func:`mobius_add`, ``float32`` inputs are computed in ``float64`` (far out, the radial
+    derivative comes out of terms :math:`\lambda` times larger); ``float64`` values pair each
+    rounded point with its double-double gap.
 
     Args:
         u: ``(..., D)`` tangent vectors at the origin.
@@ -484,8 +487,8 @@ def expmap0_add(u: Tensor, b: Tensor, *, c: Curvature = 1.0) -> Tensor:
         TypeError, ValueError: bad dtypes, mismatched last dimensions, invalid ``c``.
     """
     check_last_dims(u=u, b=b)
-    out, _, cc, (uu, bb) = prepare(c, u=u, b=b)
-    return _finish_point(expmap0_add_raw(uu, bb, c=cc), out, c)
+    out, _, cc, (uu, bb) = prepare(c, wide=True, u=u, b=b)
+    return _finish_point(expmap0_add_raw(uu, bb, c=cc, precise=out == torch.float64), out, c)
 
 
 def expmap0_add_lorentz(u: Tensor, b: Tensor | None = None, *, c: Curvature = 1.0) -> Tensor:

@@ -19,6 +19,11 @@ Conventions:
   argument is raised otherwise; vectors of different lengths, non-finite entries and ``c <= 0``
   raise :class:`ValueError` as well.
 
+The fused kernels of :mod:`poincare._fused` are checked against the compositions of the ops
+they replace, written here as such: :func:`expmap0_add`, :func:`expmap0_add_lorentz`,
+:func:`midpoint_logmap0` and :func:`cosh_score` (and :func:`score_from_cosh`, the score of a
+given ``cosh`` of a distance).
+
 Besides the operations, the module provides derivatives for gradient checks: the Euclidean
 gradients of :func:`dist` and :func:`dist0`, and, for the point-valued operations, the gradient of
 the scalar ``sum(w * op(...))`` for a given weight vector ``w`` (a vector-Jacobian product).
@@ -34,9 +39,11 @@ import torch
 
 __all__ = [
     "DPS",
+    "SCORES",
     "Vec",
     "check_point",
     "conformal_factor",
+    "cosh_score",
     "dist",
     "dist0",
     "dot",
@@ -44,11 +51,15 @@ __all__ = [
     "einstein_midpoint",
     "expmap",
     "expmap0",
+    "expmap0_add",
+    "expmap0_add_lorentz",
     "grad_dist",
     "grad_dist0",
     "grad_einstein_midpoint",
     "grad_expmap",
     "grad_expmap0",
+    "grad_expmap0_add",
+    "grad_expmap0_add_lorentz",
     "grad_logmap",
     "grad_logmap0",
     "grad_mobius_add",
@@ -59,6 +70,7 @@ __all__ = [
     "logmap0",
     "lorentz_to_poincare",
     "max_radius",
+    "midpoint_logmap0",
     "mobius_add",
     "mobius_matvec",
     "mobius_scalar_mul",
@@ -70,6 +82,7 @@ __all__ = [
     "poincare_to_lorentz",
     "project",
     "round_to_dtype",
+    "score_from_cosh",
     "to_floats",
     "to_mp",
     "to_tensor",
@@ -631,6 +644,117 @@ def _einstein_midpoint(ps: list[Vec], ws: Vec, c: Any) -> Vec:
 
 
 # ----------------------------------------------------------------------------------------------
+# Fused compositions (poincare._fused): the compositions of the ops each kernel replaces
+# ----------------------------------------------------------------------------------------------
+
+SCORES = ("distance", "squared", "cosh")
+"""The scores of :func:`cosh_score`: ``-β d``, ``-β d^2`` and ``-β (cosh(sqrt(c) d) - 1)``."""
+
+
+def _tangent_ctx(c: Any, *vecs: Vec) -> Any:
+    """A local precision for the images ``exp_0(v)`` of tangent vectors: their gap
+    ``1 - c|exp_0(v)|^2 = 1/cosh^2(sqrt(c)|v|)`` is about ``4 e^{-2t}`` (``t = sqrt(c)|v|``), so
+    :data:`DPS` digits beyond ``2t / ln 10`` keep every later gap exact (a Möbius sum reaches
+    at most the sum of the scaled norms)."""
+    t = mpmath.fsum(mpmath.sqrt(c) * norm(v) for v in vecs)
+    extra = int(mpmath.ceil(2 * t / mpmath.ln(10))) + 5
+    return mpmath.workdps(max(DPS, mpmath.mp.dps) + extra)
+
+
+def expmap0_add(u: Sequence[Any], b: Sequence[Any], c: Any = 1) -> Vec:
+    """``exp_0(u) ⊕ exp_0(b)``: the composition ``mobius_add(expmap0(u), expmap0(b))`` of two
+    tangent vectors at the origin (what ``poincare.expmap0_add`` fuses). ``u`` and ``b`` are any
+    finite vectors of one length; the precision is raised with their norms, so that the result
+    is exact however close to the boundary it lies."""
+    with _ctx():
+        cc = _curv(c)
+        uu = _vec(u, "u")
+        bb = _vec(b, "b")
+        _same_dim(uu, bb, "u", "b")
+        with _tangent_ctx(cc, uu, bb):
+            return _mobius_add(_expmap0(uu, cc), _expmap0(bb, cc), cc)
+
+
+def _lorentz(y: Vec, c: Any) -> Vec:
+    y2 = dot(y, y)
+    gap = 1 - c * y2
+    return [(1 + c * y2) / (mpmath.sqrt(c) * gap), *_scale(2 / gap, y)]
+
+
+def expmap0_add_lorentz(u: Sequence[Any], b: Sequence[Any] | None = None, c: Any = 1) -> Vec:
+    """Lorentz coordinates (time first, length D+1) of ``exp_0(u) ⊕ exp_0(b)``:
+    ``poincare_to_lorentz(expmap0_add(u, b))``, or ``poincare_to_lorentz(expmap0(u))`` when ``b``
+    is None (what ``poincare.expmap0_add_lorentz`` fuses). Precision as :func:`expmap0_add`."""
+    with _ctx():
+        cc = _curv(c)
+        uu = _vec(u, "u")
+        bb = None if b is None else _vec(b, "b")
+        if bb is not None:
+            _same_dim(uu, bb, "u", "b")
+        with _tangent_ctx(cc, uu, *([] if bb is None else [bb])):
+            p = _expmap0(uu, cc)
+            y = p if bb is None else _mobius_add(p, _expmap0(bb, cc), cc)
+            return _lorentz(y, cc)
+
+
+def midpoint_logmap0(
+    points: Sequence[Sequence[Any]], weights: Sequence[Any] | None = None, c: Any = 1
+) -> Vec:
+    """``log_0`` of the weighted Einstein midpoint: ``logmap0(einstein_midpoint(points,
+    weights))`` (what ``poincare._fused.midpoint_logmap0`` computes from the Lorentz sums
+    ``Σ w_i h_i`` of the points). Arguments and errors as :func:`einstein_midpoint`."""
+    with _ctx():
+        cc = _curv(c)
+        m = einstein_midpoint(points, weights, cc)
+        return logmap0(m, cc)
+
+
+def _score_of(d: Any, c: Any, score: str) -> Any:
+    """``f(d)`` of a distance: ``d``, ``d^2`` or ``cosh(sqrt(c) d) - 1 = 2 sinh^2(sqrt(c) d/2)``
+    (the last without cancellation for short distances)."""
+    if score == "distance":
+        return d
+    if score == "squared":
+        return d * d
+    if score == "cosh":
+        return 2 * mpmath.sinh(mpmath.sqrt(c) * d / 2) ** 2
+    raise ValueError(f"score must be one of {', '.join(SCORES)}, got {score!r}")
+
+
+def cosh_score(
+    x: Sequence[Any], y: Sequence[Any], c: Any = 1, score: str = "distance", beta: Any = 1
+) -> Any:
+    """The attention score ``-β f(d(x, y))`` of two points, ``f(d) = d`` (``"distance"``),
+    ``d^2`` (``"squared"``) or ``cosh(sqrt(c) d) - 1`` (``"cosh"``): what
+    ``poincare._fused.cosh_score`` computes from ``g = cosh(sqrt(c) d)``. ``ValueError`` for an
+    unknown ``score`` or points outside the ball."""
+    with _ctx():
+        cc = _curv(c)
+        bb = _scalar(beta, "beta")
+        if score not in SCORES:
+            raise ValueError(f"score must be one of {', '.join(SCORES)}, got {score!r}")
+        return -bb * _score_of(dist(x, y, cc), cc, score)
+
+
+def score_from_cosh(g: Any, c: Any = 1, score: str = "distance", beta: Any = 1) -> Any:
+    """The score ``-β f(d)`` of the distance ``d = arcosh(g) / sqrt(c)`` encoded by
+    ``g = cosh(sqrt(c) d) >= 1``: the exact value of what ``poincare._fused.cosh_score``
+    computes from a given ``g`` (its accuracy apart from how ``g`` was formed). ``ValueError``
+    for ``g < 1`` or an unknown ``score``."""
+    with _ctx():
+        cc = _curv(c)
+        gg = _scalar(g, "g")
+        bb = _scalar(beta, "beta")
+        if gg < 1:
+            raise ValueError(f"g must be at least 1 (a cosh), got {g!r}")
+        if score not in SCORES:
+            raise ValueError(f"score must be one of {', '.join(SCORES)}, got {score!r}")
+        if score == "cosh":
+            return -bb * (gg - 1)
+        return -bb * _score_of(mpmath.acosh(gg) / mpmath.sqrt(cc), cc, score)
+
+
+# ----------------------------------------------------------------------------------------------
 # Derivatives
 # ----------------------------------------------------------------------------------------------
 
@@ -846,3 +970,35 @@ def grad_einstein_midpoint(
 
         grads = numeric_grad(scalar, [*ps, ws])
         return grads[:n], grads[n]
+
+
+def grad_expmap0_add(
+    u: Sequence[Any], b: Sequence[Any], w: Sequence[Any], c: Any = 1
+) -> tuple[Vec, Vec, Any]:
+    """Gradients of ``<w, expmap0_add(u, b)>`` with respect to ``u``, ``b`` and the curvature
+    ``c`` (numerical, :func:`vjp`); returns ``(d_u, d_b, d_c)``."""
+    with _ctx():
+        cc = _curv(c)
+        uu = _vec(u, "u")
+        bb = _vec(b, "b")
+        _same_dim(uu, bb, "u", "b")
+        du, db, dc = vjp(lambda p, q, k: expmap0_add(p, q, k[0]), [uu, bb, [cc]], w)
+        return du, db, dc[0]
+
+
+def grad_expmap0_add_lorentz(
+    u: Sequence[Any], b: Sequence[Any] | None, w: Sequence[Any], c: Any = 1
+) -> tuple[Vec, Vec | None, Any]:
+    """Gradients of ``<w, expmap0_add_lorentz(u, b)>`` (``w`` of length D+1) with respect to
+    ``u``, ``b`` (None when ``b`` is None) and ``c`` (numerical, :func:`vjp`); returns
+    ``(d_u, d_b, d_c)``."""
+    with _ctx():
+        cc = _curv(c)
+        uu = _vec(u, "u")
+        if b is None:
+            du, dc = vjp(lambda p, k: expmap0_add_lorentz(p, None, k[0]), [uu, [cc]], w)
+            return du, None, dc[0]
+        bb = _vec(b, "b")
+        _same_dim(uu, bb, "u", "b")
+        du, db, dc = vjp(lambda p, q, k: expmap0_add_lorentz(p, q, k[0]), [uu, bb, [cc]], w)
+        return du, db, dc[0]

@@ -17,6 +17,14 @@ exactly and scored as points, with the output allowance of their own model
 (:func:`verification.metrics.hulp_klein`, :func:`verification.metrics.hulp_lorentz`). For
 ``project`` the last band also holds points on and outside the boundary.
 
+The fused kernels of :mod:`poincare._fused` have rows of their own, each called the way the
+modules of ``poincare.nn`` call it and scored against the mpmath composition of the ops it
+replaces: ``expmap0_add`` and ``expmap0_add_lorentz`` on tangent vectors (the exact ``log_0`` of
+drawn points, so that their images lie within the band), ``midpoint_logmap0`` on the float64
+Lorentz sums ``w @ h`` of drawn points and weights, and the three ``cosh_score`` rows on the
+float64 Minkowski product ``g`` of the Lorentz coordinates of drawn pairs (in the points'
+dtype), as the attention forms them.
+
 For every op of :mod:`poincare` that fails somewhere, the report prints the worst input of the
 smallest failing band (exact float values as ``float.hex``) and the *one-ulp sensitivity* of
 that input: the largest score of the exact result when one input coordinate moves by one float
@@ -41,10 +49,20 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import mpmath
 import torch
 
 import poincare
+from poincare import _fused
+from poincare._optional import MissingDependencyError, optional_imports
+
+try:
+    with optional_imports("mpmath", extra="verify", purpose="the accuracy report"):
+        import mpmath
+except MissingDependencyError as _missing:
+    if __name__ == "__main__":  # python -m verification.report: the one line, no traceback
+        sys.exit(f"python -m verification.report: error: {_missing}")
+    raise
+
 from verification import metrics
 from verification import reference as ref
 from verification.metrics import BandResult
@@ -609,6 +627,147 @@ def draw_einstein_midpoint(d: Drawer) -> Sample | None:
     )
 
 
+# The fused compositions of poincare._fused, called as the modules of poincare.nn call them.
+
+
+def _fused_tangents(d: Drawer) -> tuple[list[float], list[float], ref.Vec]:
+    """Two tangent vectors ``u``, ``b`` at the origin, each the exact ``log_0`` of a drawn point
+    rounded to the dtype: ``b = -u`` (8%, the sum is the origin), ``b`` the negated tangent of a
+    point a few float steps from ``exp_0(u)`` (8%), ``b = 0`` (4%), else independent; and the
+    exact ``exp_0(u) ⊕ exp_0(b)``."""
+    y = d.point()
+    u = d.tangent(None, y)
+    r = d.rng.random()
+    if r < 0.08:
+        b = [-v for v in u]
+    elif r < 0.16:
+        b = [-v for v in d.tangent(None, d.near(y))]
+    elif r < 0.2:
+        b = [0.0] * d.dim
+    else:
+        b = d.tangent(None, d.point())
+    return u, b, ref.expmap0_add(u, b, d.mc)
+
+
+def _composition_allowance(d: Drawer, tangents: Sequence[Sequence[float]]) -> list[Any]:
+    """The budget of the composition ``mobius_add(expmap0(u), expmap0(b))`` a fused op
+    replaces: each tangent input's float step at the origin (``hulp_tangent``) and the float
+    step of its exact image ``exp_0(v)``, the point the composition rounds and sums. Rounding
+    ``u`` moves ``exp_0(u)`` sideways by the float step of that point, which the sum carries
+    undiminished to a result that may lie near the origin: with the tangent steps alone, even
+    the exact result of inputs moved by one float step scores thousands of hULP."""
+    zero = [0.0] * d.dim
+    allow: list[Any] = []
+    for v in tangents:
+        allow += [d.hulp_t(zero, v), d.hulp(ref.expmap0(v, d.mc))]
+    return allow
+
+
+def draw_expmap0_add(d: Drawer) -> Sample | None:
+    """Tangent vectors whose images and exact sum lie within the band; the allowance is the
+    budget of the composition it replaces (:func:`_composition_allowance`)."""
+    u, b, exact = _fused_tangents(d)
+    if not d.within(exact):
+        return None
+    allow = _composition_allowance(d, [u, b])
+    return Sample(
+        [d.tensor(u), d.tensor(b)],
+        d.point_score(exact, allow),
+        lambda a: ref.expmap0_add(a[0], a[1], d.mc),
+    )
+
+
+def draw_expmap0_add_lorentz(d: Drawer) -> Sample | None:
+    """The inputs of :func:`draw_expmap0_add` (without ``b`` in 30% of the draws: the Lorentz
+    coordinates of ``exp_0(u)``), scored as :func:`draw_poincare_to_lorentz`: the hyperboloid
+    result mapped exactly to the ball, with the allowance of the exact coordinates added."""
+    u, drawn_b, exact = _fused_tangents(d)
+    b: list[float] | None = drawn_b
+    if d.rng.random() < 0.3:
+        b = None
+        exact = ref.expmap0(u, d.mc)
+    if not d.within(exact):
+        return None
+    exact_h = ref.expmap0_add_lorentz(u, b, d.mc)
+    allow = [metrics.hulp_lorentz(exact_h, d.mc, d.dtype)]
+    allow += _composition_allowance(d, [u] if b is None else [u, b])
+
+    def score(out: torch.Tensor) -> tuple[float, bool]:
+        h = ref.to_mp(out)
+        if not bool(torch.isfinite(out).all()) or h[0] <= 0:
+            return math.inf, False
+        try:
+            p = ref.lorentz_to_poincare(h, d.mc)
+        except ValueError:
+            return math.inf, False
+        return metrics.point_error(p, exact, d.mc, d.dtype, allow), True
+
+    inputs = [d.tensor(u)] if b is None else [d.tensor(u), d.tensor(b)]
+    return Sample(
+        inputs,
+        score,
+        lambda a: ref.expmap0_add_lorentz(a[0], a[1] if len(a) > 1 else None, d.mc),
+    )
+
+
+def draw_midpoint_logmap0(d: Drawer) -> Sample | None:
+    """The inputs of :func:`draw_einstein_midpoint`; the exact ``log_0`` of the midpoint is
+    scored as a tangent vector at the origin (as :func:`draw_logmap0`)."""
+    pts = d.points(MIDPOINT_POINTS)
+    w = [0.0 if d.rng.random() < 0.3 else d.rnd(d.rng.uniform(0.0, 1.0)) for _ in pts]
+    if all(v == 0 for v in w):
+        w[d.rng.randrange(len(w))] = 1.0
+    exact = ref.midpoint_logmap0(pts, w, d.mc)
+    allow = [d.hulp(p) for p, v in zip(pts, w, strict=True) if v != 0]
+    return Sample(
+        [d.tensor(pts), d.tensor(w)],
+        d.tangent_score([0.0] * d.dim, exact, allow),
+        lambda a: ref.midpoint_logmap0(a[0], a[1], d.mc),
+    )
+
+
+def _draw_cosh_score(d: Drawer, kind: str) -> Sample | None:
+    """Pairs as :func:`draw_dist` (``y = x`` and ``y`` a few float steps from ``x`` included),
+    ``β = 1``. The distance score is scored as a length (``scalar_error``), the squared one as
+    a squared length (``squared_length_error``), and ``cosh(sqrt(c) d) - 1`` through the length
+    it encodes, ``2/sqrt(c) · asinh(sqrt(v/2))`` of the computed ``v``, evaluated exactly."""
+    x = d.point()
+    y = d.partner(x)
+    exact_d = ref.dist(x, y, d.mc)
+    allow = [d.hulp(x), d.hulp(y)]
+
+    def score(out: torch.Tensor) -> tuple[float, bool]:
+        v = -_scalar_out(out)
+        if not mpmath.isfinite(v):
+            return math.inf, True
+        if kind == "squared":
+            return metrics.squared_length_error(v, exact_d**2, d.mc, d.dtype, allow), True
+        if kind == "cosh":
+            if v < 0:
+                return math.inf, True
+            with mpmath.workdps(ref.DPS):
+                v = 2 / d.sc * mpmath.asinh(mpmath.sqrt(v / 2))
+        return metrics.scalar_error(v, exact_d, d.mc, d.dtype, allow), True
+
+    return Sample(
+        [d.tensor(x), d.tensor(y)],
+        score,
+        lambda a: [ref.cosh_score(a[0], a[1], d.mc, kind)],
+    )
+
+
+def draw_cosh_score_distance(d: Drawer) -> Sample | None:
+    return _draw_cosh_score(d, "distance")
+
+
+def draw_cosh_score_squared(d: Drawer) -> Sample | None:
+    return _draw_cosh_score(d, "squared")
+
+
+def draw_cosh_score_cosh(d: Drawer) -> Sample | None:
+    return _draw_cosh_score(d, "cosh")
+
+
 Call = Callable[[list[torch.Tensor], float], torch.Tensor]
 
 
@@ -634,6 +793,40 @@ def _ours_midpoint(args: list[torch.Tensor], c: float) -> torch.Tensor:
 
 def _ours_conformal(args: list[torch.Tensor], c: float) -> torch.Tensor:
     return poincare.conformal_factor(args[0], c=c)
+
+
+def _ours_expmap0_add(args: list[torch.Tensor], c: float) -> torch.Tensor:
+    return poincare.expmap0_add(args[0], args[1], c=c)
+
+
+def _ours_expmap0_add_lorentz(args: list[torch.Tensor], c: float) -> torch.Tensor:
+    return poincare.expmap0_add_lorentz(args[0], args[1] if len(args) > 1 else None, c=c)
+
+
+def _ours_midpoint_logmap0(args: list[torch.Tensor], c: float) -> torch.Tensor:
+    """As the attention merges its heads: float64 Lorentz coordinates of the points, their
+    weighted sums ``agg = w @ h``, then the fused ``log_0`` of the midpoint in the dtype."""
+    pts, w = args
+    h = poincare.poincare_to_lorentz(pts.to(torch.float64), c=c)
+    agg = w.to(torch.float64) @ h
+    return _fused.midpoint_logmap0(agg, None, c=c, dim=pts.shape[-1], dtype=pts.dtype)
+
+
+def _ours_cosh_score(kind: str) -> Call:
+    """As the attention scores explicitly: ``g = c (h_x0, -h_xs) · h_y`` in float64 from the
+    points' Lorentz coordinates in their dtype, then the fused score in the dtype (β = 1)."""
+
+    def call(args: list[torch.Tensor], c: float) -> torch.Tensor:
+        x, y = args
+        dtype = x.dtype
+        hx = poincare.poincare_to_lorentz(x, c=c).to(torch.float64)
+        hy = poincare.poincare_to_lorentz(y, c=c).to(torch.float64)
+        q = torch.cat([hx[..., :1], -hx[..., 1:]], dim=-1) * c
+        g = q.unsqueeze(0) @ hy.unsqueeze(-1)  # (1, 1)
+        beta = torch.ones((), dtype=dtype)
+        return _fused.cosh_score(g, beta, c=c, score=kind, dtype=dtype).reshape(1)
+
+    return call
 
 
 @dataclass(frozen=True)
@@ -671,6 +864,12 @@ OPS: dict[str, OpSpec] = {
         OpSpec("klein_to_poincare", draw_klein_to_poincare, _ours("klein_to_poincare")),
         OpSpec("poincare_to_lorentz", draw_poincare_to_lorentz, _ours("poincare_to_lorentz")),
         OpSpec("lorentz_to_poincare", draw_lorentz_to_poincare, _ours("lorentz_to_poincare")),
+        OpSpec("expmap0_add", draw_expmap0_add, _ours_expmap0_add),
+        OpSpec("expmap0_add_lorentz", draw_expmap0_add_lorentz, _ours_expmap0_add_lorentz),
+        OpSpec("midpoint_logmap0", draw_midpoint_logmap0, _ours_midpoint_logmap0),
+        OpSpec("cosh_score_distance", draw_cosh_score_distance, _ours_cosh_score("distance")),
+        OpSpec("cosh_score_squared", draw_cosh_score_squared, _ours_cosh_score("squared")),
+        OpSpec("cosh_score_cosh", draw_cosh_score_cosh, _ours_cosh_score("cosh")),
     ]
 }
 """Every banded op of the report, by name."""
@@ -678,8 +877,9 @@ OPS: dict[str, OpSpec] = {
 
 def _geoopt_calls(c: float, dtype: torch.dtype) -> dict[str, Call]:
     """The peer geoopt 0.5.1 (``geoopt.PoincareBall``) for the ops it has."""
-    import geoopt
-    from geoopt.manifolds.stereographic import math as gmath
+    with optional_imports("geoopt", extra="dev", purpose="the accuracy report's --peer geoopt"):
+        import geoopt
+        from geoopt.manifolds.stereographic import math as gmath
 
     # Built from a tensor of the dtype: PoincareBall(c=float) holds its curvature through a
     # float32 parameter, which would give float64 inputs a curvature off by ~1e-8.
@@ -1030,10 +1230,11 @@ def format_report(report: Report) -> str:
 def plot_report(report: Report, path: Path) -> None:
     """Write a PNG of the largest error against the band radius: one panel per dtype and
     implementation, one line per op, log scale, the 16 hULP bound dashed."""
-    import matplotlib
+    with optional_imports("matplotlib", extra="verify", purpose="the accuracy report's plot"):
+        import matplotlib
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
 
     impls = sorted({k[0] for k in report.table}, key=lambda s: (s != "poincare", s))
     dtypes = sorted({k[2] for k in report.table}, key=lambda s: s != "float32")

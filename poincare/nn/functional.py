@@ -47,8 +47,10 @@ and take the tangent vector of each midpoint at the origin
 
 Lorentz coordinates of far-out points are huge (:math:`\cosh(s_c r)`): below float64 they lose
 the scores and the midpoint. A call any of whose head points lies beyond
-:math:`s_c h_0 = \cosh(s_c r) > 32` (:data:`FAR_COSH`, i.e. :math:`c|x|^2 > 31/33`, radius
-about :math:`4.2/s_c`), where they would lose more than about :math:`32^2\epsilon`, forms its
+:math:`s_c h_0 = \cosh(s_c r) > 16` (:data:`FAR_COSH`, i.e. :math:`c|x|^2 > 15/17`, radius
+about :math:`3.5/s_c`), where the midpoint from sums in the compute dtype would lose more
+than about 16 hULP (the Klein norm carries a relative error of about :math:`\epsilon`, which
+its artanh turns into about :math:`\cosh(s_c r)` hULP), forms its
 head points in the compute dtype instead and runs ``"sdpa"`` on their float64 Lorentz
 coordinates, and ``"gram"`` as ``"points"`` (the ``cosh`` score, which grows like
 :math:`e^d`, as ``"gram"`` on float64 Lorentz coordinates of the points).
@@ -95,8 +97,9 @@ SCORES: tuple[str, ...] = get_args(Score)
 _ALIASES = {"regular": "distance"}
 
 #: Head points with ``sqrt(c) h_0 = cosh(sqrt(c) r)`` above this are *far out*: below float64
-#: their Lorentz coordinates lose about ``eps * FAR_COSH^2`` (see the module docstring).
-FAR_COSH = 32.0
+#: their Lorentz coordinates and sums lose about ``eps * FAR_COSH^2`` in the scores and about
+#: ``FAR_COSH`` hULP in the midpoint (see the module docstring).
+FAR_COSH = 16.0
 
 Curv = float | Tensor
 
