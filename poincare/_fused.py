@@ -254,10 +254,12 @@ def expmap0_add_raw(z: Tensor, bias: Tensor, *, c: CurvatureArg, precise: bool =
     """
     t_max = saturation(z.dtype)
     bp, gap_b = expmap0_with_gap(bias, c=c, t_max=t_max, gap=True)
-    # The sum pairs the point with its gap: near the shell the exact gap 1/cosh^2 t_b and the
-    # rounded point disagree (by up to 100% where the gap is a few ulps), so the value of the
-    # gap is that of the stored point (its gradient stays that of 1/cosh^2 t_b).
-    gap_b = gap_b + (stored_gap(bp, c) - gap_b).detach()
+    if precise:
+        # The sum pairs the point with its gap: near the shell the exact gap 1/cosh^2 t_b and
+        # the rounded point disagree (by up to 100% where the gap is a few ulps), so the value
+        # of the gap is that of the stored point (its gradient stays that of 1/cosh^2 t_b).
+        # (Float32 data computed in float64 has 29 spare bits: its points need no pairing.)
+        gap_b = gap_b + (stored_gap(bp, c) - gap_b).detach()
     out: Tensor = _Expmap0Add.apply(z, bp, gap_b, c, t_max, precise)  # type: ignore[no-untyped-call]
     return out
 
@@ -268,8 +270,10 @@ def stored_gap(b: Tensor, c: CurvatureArg) -> Tensor:
     (:func:`poincare._numerics.gap_precise`), other dtypes in float64; at least the gap of the
     outermost representable shell, for points rounded onto or beyond it. Returns (..., 1)."""
     with torch.no_grad():
-        cd = (c.detach() if isinstance(c, Tensor) else torch.tensor(c)).to(torch.float64)
-        cd = cd.to(b.device)
+        if isinstance(c, Tensor):
+            cd = c.detach().to(dtype=torch.float64, device=b.device)
+        else:
+            cd = torch.tensor(c, dtype=torch.float64, device=b.device)
         if b.dtype == torch.float64:
             g = gap_precise(b.detach(), cd)
         else:

@@ -488,7 +488,15 @@ def expmap0_add(u: Tensor, b: Tensor, *, c: Curvature = 1.0) -> Tensor:
     """
     check_last_dims(u=u, b=b)
     out, _, cc, (uu, bb) = prepare(c, wide=True, u=u, b=b)
-    return _finish_point(expmap0_add_raw(uu, bb, c=cc, precise=out == torch.float64), out, c)
+    ck = _kernel_c(c, cc)
+    return _finish_point(expmap0_add_raw(uu, bb, c=ck, precise=out == torch.float64), out, c)
+
+
+def _kernel_c(c: object, cc: Tensor) -> float | Tensor:
+    """The curvature for the fused kernels: the caller's Python number as a float (the kernels
+    then skip the factors of ``c = 1`` and keep it off the autograd graph), else the validated
+    tensor ``cc``."""
+    return cc if isinstance(c, Tensor) else float(c)  # type: ignore[arg-type]
 
 
 def expmap0_add_lorentz(u: Tensor, b: Tensor | None = None, *, c: Curvature = 1.0) -> Tensor:
@@ -529,7 +537,7 @@ def expmap0_add_lorentz(u: Tensor, b: Tensor | None = None, *, c: Curvature = 1.
     else:
         check_last_dims(u=u, b=b)
         out, comp, cc, (uu, bb) = prepare(c, u=u, b=b)
-    h = expmap0_add_lorentz_raw(uu, bb, c=cc, t_max=saturation(comp))
+    h = expmap0_add_lorentz_raw(uu, bb, c=_kernel_c(c, cc), t_max=saturation(comp))
     return _on_upper_sheet(h[..., :1], h[..., 1:].to(out), cc, out)
 
 
