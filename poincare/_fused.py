@@ -38,6 +38,7 @@ __all__ = [
     "expmap0_add_lorentz_raw",
     "expmap0_add_raw",
     "expmap0_with_gap",
+    "lorentz_cosh_minus_one",
     "midpoint_logmap0",
     "saturation",
     "stored_gap",
@@ -480,7 +481,8 @@ def midpoint_logmap0(
 
 
 class _CoshScore(torch.autograd.Function):
-    r"""Scores :math:`-\beta f(d)` from :math:`g = \cosh(s d)` (see :func:`cosh_score`).
+    r"""Scores :math:`-\beta f(d)` from :math:`g - 1 = \cosh(s d) - 1` (see :func:`cosh_score`;
+    the derivatives in :math:`g - 1` are those in :math:`g`).
 
     Backward, with :math:`\bar\sigma` the incoming gradient: for ``"cosh"``,
     :math:`\bar g = -\beta\bar\sigma`, :math:`\bar\beta = -\sum\bar\sigma(g - 1)` and no
@@ -493,9 +495,10 @@ class _CoshScore(torch.autograd.Function):
 
     @staticmethod
     def forward(
-        ctx: Any, g: Tensor, beta: Tensor, c: CurvatureArg, score: str, dtype: torch.dtype
+        ctx: Any, g_minus_1: Tensor, beta: Tensor, c: CurvatureArg, score: str, dtype: torch.dtype
     ) -> Tensor:
-        gm1 = (g - 1).to(dtype).clamp_(min=0.0)
+        g = g_minus_1
+        gm1 = g_minus_1.to(dtype).clamp(min=0.0)
         c_t = c if isinstance(c, Tensor) else None
         ctx.save_for_backward(gm1, beta, c_t)
         ctx.c_float, ctx.score, ctx.g_dtype = (None if c_t is not None else c), score, g.dtype
@@ -561,18 +564,62 @@ def _distance(sd: Tensor, c: CurvatureArg) -> Tensor:
 
 
 def cosh_score(
-    g: Tensor, beta: Tensor, *, c: CurvatureArg, score: str, dtype: torch.dtype
+    g_minus_1: Tensor, beta: Tensor, *, c: CurvatureArg, score: str, dtype: torch.dtype
 ) -> Tensor:
-    r"""Attention scores :math:`-\beta f(d)` from :math:`g = \cosh(s\,d)` of pairs of points.
+    r"""Attention scores :math:`-\beta f(d)` from :math:`g - 1 = \cosh(s\,d) - 1` of pairs.
 
     :math:`f(d) = d = \operatorname{arcosh}(g)/s` (``"distance"``), :math:`d^2`
-    (``"squared"``) or :math:`g - 1 = \cosh(s d) - 1` (``"cosh"``), with
+    (``"squared"``) or :math:`g - 1` (``"cosh"``), with
     :math:`\operatorname{arcosh}(1 + x) = \log(1 + x + \sqrt{x(x+2)})` (:func:`acosh1p`: a sum
-    of non-negative terms). Only :math:`g - 1` needs ``g``'s precision (it cancels for close
-    pairs); it is formed there, rounded to ``dtype``, and everything after (values and the
-    backward pass, which keeps only :math:`g - 1`) runs in ``dtype``. Replaces
-    ``-beta * f(pairwise_dist(x, y))`` when ``g`` is the Minkowski product of Lorentz
-    coordinates. ``g``: (..., N, M); ``beta``: broadcastable; returns (..., N, M) in ``dtype``.
+    of non-negative terms). ``g - 1`` is taken as given (form it without cancellation, e.g.
+    with :func:`lorentz_cosh_minus_one`), rounded to ``dtype``, and everything after (values and
+    the backward pass, which keeps only :math:`g - 1`) runs in ``dtype``; negative values
+    (rounding) count as 0. Replaces ``-beta * f(pairwise_dist(x, y))``. ``g_minus_1``:
+    (..., N, M); ``beta``: broadcastable; returns (..., N, M) in ``dtype``.
     """
-    out: Tensor = _CoshScore.apply(g, beta, c, score, dtype)  # type: ignore[no-untyped-call]
+    out: Tensor = _CoshScore.apply(g_minus_1, beta, c, score, dtype)  # type: ignore[no-untyped-call]
     return out
+
+
+#: A pair is recomputed from the difference of its Lorentz coordinates when the Gram product
+#: leaves ``g - 1`` below this fraction of ``c h_x0 h_y0`` (the size of the terms that cancel):
+#: there the product's absolute error, about ``eps c h_x0 h_y0``, would exceed ``2^-28`` of
+#: ``g - 1``, i.e. a sixteenth of a float32 ulp with float64 coordinates.
+_CLOSE = 2.0**-24
+
+
+def lorentz_cosh_minus_one(hx: Tensor, hy: Tensor, *, c: CurvatureArg) -> Tensor:
+    r""":math:`g - 1 = \cosh(s\,d(x_i, y_j)) - 1` of all pairs, from Lorentz coordinates.
+
+    :math:`g = -c\langle h_x, h_y\rangle_L = c(h_{x0}h_{y0} - \langle h_{xs}, h_{ys}\rangle)`
+    is one matrix product, but :math:`g - 1` cancels for close pairs (to about
+    :math:`\epsilon\,c\,h_{x0}h_{y0}`: equal points get :math:`d \approx \sqrt\epsilon\cosh r`
+    instead of 0). Those pairs (:math:`g - 1 < 2^{-24} c\,h_{x0}h_{y0}`) are recomputed from the
+    difference of the coordinates, :math:`g - 1 = \tfrac c2\langle\Delta, \Delta\rangle_L =
+    \tfrac c2(|\Delta_s|^2 - \Delta_0^2)` with :math:`\Delta = h_x - h_y` (exact for points of
+    the hyperboloid: :math:`\langle h, h\rangle_L = -1/c`), which is exactly 0 for equal points
+    and whose error is about :math:`\epsilon\,c\,h_0^2\,d` instead of
+    :math:`\epsilon\,c\,h_0^2`. ``hx``: (..., N, W), ``hy``: (..., M, W), time coordinate
+    first (extra zero columns are ignored); returns (..., N, M) in their dtype, differentiable.
+    """
+    width = hx.shape[-1]
+    sign = torch.full((width,), -1.0, dtype=hx.dtype, device=hx.device)
+    sign[0] = 1.0
+    cq = c.to(hx.dtype) if isinstance(c, Tensor) else c
+    gm1 = torch.matmul(hx * (sign * cq), hy.transpose(-1, -2)) - 1
+    with torch.no_grad():
+        scale = torch.matmul(hx[..., :1], hy[..., :1].transpose(-1, -2)) * cq
+        close = (gm1 <= scale * _CLOSE).nonzero(as_tuple=True)
+    if close[0].numel() == 0:
+        return gm1
+    lead = close[:-2]
+    i, j = close[-2], close[-1]
+    hxb = hx.expand(*gm1.shape[:-2], hx.shape[-2], width)
+    hyb = hy.expand(*gm1.shape[:-2], hy.shape[-2], width)
+    delta = hxb[(*lead, i)] - hyb[(*lead, j)]
+    near = (delta * delta * (-sign)).sum(-1) * 0.5
+    if isinstance(cq, Tensor):
+        near = near * cq.expand(gm1.shape)[close]
+    elif cq != 1.0:
+        near = near * cq
+    return gm1.index_put(close, near)

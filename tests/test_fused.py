@@ -217,7 +217,7 @@ def test_cosh_score_gradcheck(score: str, c: float, c_kind: str) -> None:
     beta = (torch.rand(3, 1, 1, dtype=F64, generator=g) + 0.5).requires_grad_(True)
     cc = _curvature(c, c_kind, 3)
     _gradcheck(
-        lambda g_, b_, *c_: _CoshScore.apply(g_, b_, c_[0] if c_ else cc, score, F64),  # type: ignore[no-untyped-call]
+        lambda g_, b_, *c_: _CoshScore.apply(g_ - 1, b_, c_[0] if c_ else cc, score, F64),  # type: ignore[no-untyped-call]
         _leaves(cc, gram, beta),
     )
 
@@ -230,7 +230,7 @@ def test_cosh_score_at_equal_points(score: str) -> None:
         gram = torch.tensor([[1.0, 1.0 - 1e-15, 1.0 + 1e-30]], dtype=F64, requires_grad=True)
         beta = torch.tensor(1.5, dtype=F64, requires_grad=True)
         c = torch.tensor(0.7, dtype=F64, requires_grad=True)
-        out = _fused.cosh_score(gram, beta, c=c, score=score, dtype=dtype)
+        out = _fused.cosh_score(gram - 1, beta, c=c, score=score, dtype=dtype)
         assert out.dtype == dtype
         assert bool((out == 0).all()), out
         grads = torch.autograd.grad(out.sum(), (gram, beta, c), allow_unused=True)
@@ -248,7 +248,7 @@ def test_cosh_score_values(score: str) -> None:
     beta = torch.tensor(2.0, dtype=F64)
     f = {"distance": d, "squared": d * d, "cosh": torch.cosh(math.sqrt(c) * d) - 1}[score]
     for dtype, rtol in ((F64, 1e-9), (torch.float32, 1e-6)):
-        out = _fused.cosh_score(gram, beta, c=c, score=score, dtype=dtype)
+        out = _fused.cosh_score(gram - 1, beta, c=c, score=score, dtype=dtype)
         torch.testing.assert_close(out.double(), -2.0 * f, rtol=rtol, atol=0.0)
 
 

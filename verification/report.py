@@ -813,18 +813,18 @@ def _ours_midpoint_logmap0(args: list[torch.Tensor], c: float) -> torch.Tensor:
 
 
 def _ours_cosh_score(kind: str) -> Call:
-    """As the attention scores explicitly: ``g = c (h_x0, -h_xs) · h_y`` in float64 from the
-    points' Lorentz coordinates in their dtype, then the fused score in the dtype (β = 1)."""
+    """As :func:`poincare.nn.functional.hyperbolic_attention` scores explicitly:
+    ``g - 1`` (:func:`poincare._fused.lorentz_cosh_minus_one`) from float64 Lorentz coordinates
+    of the points, then the fused score in the points' dtype (β = 1)."""
 
     def call(args: list[torch.Tensor], c: float) -> torch.Tensor:
         x, y = args
         dtype = x.dtype
-        hx = poincare.poincare_to_lorentz(x, c=c).to(torch.float64)
-        hy = poincare.poincare_to_lorentz(y, c=c).to(torch.float64)
-        q = torch.cat([hx[..., :1], -hx[..., 1:]], dim=-1) * c
-        g = q.unsqueeze(0) @ hy.unsqueeze(-1)  # (1, 1)
+        hx = poincare.poincare_to_lorentz(x.to(torch.float64), c=c)
+        hy = poincare.poincare_to_lorentz(y.to(torch.float64), c=c)
+        gm1 = _fused.lorentz_cosh_minus_one(hx.unsqueeze(0), hy.unsqueeze(0), c=c)  # (1, 1)
         beta = torch.ones((), dtype=dtype)
-        return _fused.cosh_score(g, beta, c=c, score=kind, dtype=dtype).reshape(1)
+        return _fused.cosh_score(gm1, beta, c=c, score=kind, dtype=dtype).reshape(1)
 
     return call
 

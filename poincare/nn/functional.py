@@ -39,9 +39,10 @@ and take the tangent vector of each midpoint at the origin
   (mask, dropout and the value sums included) runs in
   :func:`torch.nn.functional.scaled_dot_product_attention`, in the compute dtype.
 * ``"gram"``: explicit scores (``distance``, ``squared``, or any score with weights) of calls
-  computing below float64: :math:`g = \cosh(s_c d)` comes from one float64 product of the
-  Lorentz coordinates, the scores from :func:`poincare._fused.cosh_score` (only :math:`g - 1`
-  needs float64), the value sums in the compute dtype.
+  computing below float64: :math:`g - 1 = \cosh(s_c d) - 1` comes from one float64 product of
+  the Lorentz coordinates, its close pairs (where the product cancels) from the differences of
+  their coordinates (:func:`poincare._fused.lorentz_cosh_minus_one`), the scores from
+  :func:`poincare._fused.cosh_score`, the value sums in the compute dtype.
 * ``"points"``: explicit scores of calls computing in float64, whose accuracy needs the points:
   :func:`pairwise_score` of the head points, float64 value sums.
 
@@ -75,7 +76,13 @@ from torch import Tensor
 from torch.utils.checkpoint import checkpoint
 
 from .. import functional as PF
-from .._fused import cosh_score, expmap0_add_lorentz_raw, midpoint_logmap0, saturation
+from .._fused import (
+    cosh_score,
+    expmap0_add_lorentz_raw,
+    lorentz_cosh_minus_one,
+    midpoint_logmap0,
+    saturation,
+)
 from .._precision import compute_dtype
 from ._common import cast_point, check_curvature_arg, check_probability
 
@@ -306,14 +313,14 @@ def _encode_lorentz(
     """Lorentz coordinates (..., L, >= D + 1) to the inputs of ``path`` (``"sdpa"``/``"gram"``).
 
     ``"sdpa"``: queries :math:`\\beta c(-h_0, h_s)` so that ``q · h_k = -beta cosh(s_c d)``;
-    ``"gram"``: queries :math:`c(h_0, -h_s)` and keys in float64 (``q · h_k = cosh(s_c d)``),
-    values in ``dtype``.
+    ``"gram"``: queries and keys as they are, in float64 (for
+    :func:`poincare._fused.lorentz_cosh_minus_one`), values in ``dtype``.
     """
     sign = _minkowski_sign(hq.shape[-1], hq.dtype, hq.device)
     cq = _curvature_in(c, hq.dtype)
     if path == "sdpa":
         return _Encoded(path, hq * ((beta.to(hq.dtype) * cq) * sign), hk, hv)
-    return _Encoded(path, hq * (-cq * sign), hk, hv.to(dtype))
+    return _Encoded(path, hq, hk, hv.to(dtype))
 
 
 def _encode_points(
@@ -365,8 +372,8 @@ def _attend(
         )
         return agg, None
     if enc.path == "gram":
-        g = torch.matmul(q, k.transpose(-1, -2))
-        s = cosh_score(g, beta, c=_curvature_in(c, v.dtype), score=score, dtype=v.dtype)
+        gm1 = lorentz_cosh_minus_one(q, k, c=_curvature_in(c, q.dtype))
+        s = cosh_score(gm1, beta, c=_curvature_in(c, v.dtype), score=score, dtype=v.dtype)
     else:
         s = pairwise_score(q, k, score=score, c=c) * beta.to(q.dtype)
     if mask is not None:
