@@ -608,8 +608,8 @@ def lorentz_cosh_minus_one(hx: Tensor, hy: Tensor, *, c: CurvatureArg) -> Tensor
     cq = c.to(hx.dtype) if isinstance(c, Tensor) else c
     gm1 = torch.matmul(hx * (sign * cq), hy.transpose(-1, -2)) - 1
     with torch.no_grad():
-        scale = torch.matmul(hx[..., :1], hy[..., :1].transpose(-1, -2)) * cq
-        close = (gm1 <= scale * _CLOSE).nonzero(as_tuple=True)
+        bound = torch.matmul(hx[..., :1] * (cq * _CLOSE), hy[..., :1].transpose(-1, -2))
+        close = (gm1 <= bound).nonzero(as_tuple=True)
     if close[0].numel() == 0:
         return gm1
     lead = close[:-2]
@@ -622,4 +622,5 @@ def lorentz_cosh_minus_one(hx: Tensor, hy: Tensor, *, c: CurvatureArg) -> Tensor
         near = near * cq.expand(gm1.shape)[close]
     elif cq != 1.0:
         near = near * cq
-    return gm1.index_put(close, near)
+    # in place on the fresh product (its backward needs neither it nor its values)
+    return gm1.index_put_(close, near)

@@ -78,8 +78,10 @@ MIDPOINT_F64_RADIUS = 3.0
 
 #: Scores from ``lorentz_cosh_minus_one``: the Gram product for separated pairs, the coordinate
 #: differences for close ones (equal points give exactly 0).
+# not strict: the drawn pairs decide whether a far-out close pair is among them (the report's
+# float64 rows show the misses band by band)
 SCORE_XFAIL = pytest.mark.xfail(
-    strict=True,
+    strict=False,
     reason="float64 Lorentz coordinates of float64 points far out: the differences of close "
     "pairs keep an error of about eps c h_0^2 d, above the hULP of their distance (the "
     "attention computes float64 explicit scores from the points instead)",
