@@ -239,6 +239,25 @@ class Drawer:
 
         return score
 
+    def lorentz_score(
+        self, exact: Sequence[Any], allow: Sequence[Any]
+    ) -> Callable[[torch.Tensor], tuple[float, bool]]:
+        """Lorentz coordinates scored through the point they encode: mapped exactly to the
+        ball (inf and not contained when non-finite, on the lower sheet or space-like) and
+        compared with the exact point ``exact``."""
+
+        def score(out: torch.Tensor) -> tuple[float, bool]:
+            h = ref.to_mp(out)
+            if not bool(torch.isfinite(out).all()) or h[0] <= 0:
+                return math.inf, False
+            try:
+                p = ref.lorentz_to_poincare(h, self.mc)
+            except ValueError:
+                return math.inf, False
+            return metrics.point_error(p, exact, self.mc, self.dtype, allow), True
+
+        return score
+
     def tangent_score(
         self, base: Sequence[Any], exact: Sequence[Any], allow: Sequence[Any]
     ) -> Callable[[torch.Tensor], tuple[float, bool]]:
@@ -585,17 +604,9 @@ def draw_poincare_to_lorentz(d: Drawer) -> Sample | None:
     exact_h = ref.poincare_to_lorentz(x, d.mc)
     allow = [metrics.hulp_lorentz(exact_h, d.mc, d.dtype), d.hulp(x)]
 
-    def score(out: torch.Tensor) -> tuple[float, bool]:
-        h = ref.to_mp(out)
-        if not bool(torch.isfinite(out).all()) or h[0] <= 0:
-            return math.inf, False
-        try:
-            p = ref.lorentz_to_poincare(h, d.mc)
-        except ValueError:
-            return math.inf, False
-        return metrics.point_error(p, x, d.mc, d.dtype, allow), True
-
-    return Sample([d.tensor(x)], score, lambda a: ref.poincare_to_lorentz(a[0], d.mc))
+    return Sample(
+        [d.tensor(x)], d.lorentz_score(x, allow), lambda a: ref.poincare_to_lorentz(a[0], d.mc)
+    )
 
 
 def draw_lorentz_to_poincare(d: Drawer) -> Sample | None:
@@ -692,20 +703,10 @@ def draw_expmap0_add_lorentz(d: Drawer) -> Sample | None:
     allow = [metrics.hulp_lorentz(exact_h, d.mc, d.dtype)]
     allow += _composition_allowance(d, [u] if b is None else [u, b])
 
-    def score(out: torch.Tensor) -> tuple[float, bool]:
-        h = ref.to_mp(out)
-        if not bool(torch.isfinite(out).all()) or h[0] <= 0:
-            return math.inf, False
-        try:
-            p = ref.lorentz_to_poincare(h, d.mc)
-        except ValueError:
-            return math.inf, False
-        return metrics.point_error(p, exact, d.mc, d.dtype, allow), True
-
     inputs = [d.tensor(u)] if b is None else [d.tensor(u), d.tensor(b)]
     return Sample(
         inputs,
-        score,
+        d.lorentz_score(exact, allow),
         lambda a: ref.expmap0_add_lorentz(a[0], a[1] if len(a) > 1 else None, d.mc),
     )
 

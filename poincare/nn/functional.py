@@ -77,6 +77,7 @@ from torch.utils.checkpoint import checkpoint
 
 from .. import functional as PF
 from .._fused import (
+    _sqrt,
     cosh_score,
     expmap0_add_lorentz_raw,
     lorentz_cosh_minus_one,
@@ -121,10 +122,6 @@ def canonical_score(score: str) -> Score:
     if name not in SCORES:
         raise ValueError(f"score must be one of {SCORES} ('regular' is 'distance'), got {score!r}")
     return name  # type: ignore[return-value]
-
-
-def _sqrt(c: Curv) -> Curv:
-    return c.sqrt() if isinstance(c, Tensor) else math.sqrt(c)
 
 
 def _curvature_in(c: Curv, dtype: torch.dtype) -> Curv:
