@@ -14,6 +14,7 @@ read by the modules of :mod:`poincare.nn` too). The modules (linear, layer norm,
 transformer, ...) live in :mod:`poincare.nn`.
 """
 
+from ._checks import curvature_range
 from ._precision import compute_dtype, current_upcast, upcast
 from .functional import (
     check_point,
@@ -53,6 +54,7 @@ __all__ = [
     "compute_dtype",
     "conformal_factor",
     "current_upcast",
+    "curvature_range",
     "dist",
     "dist0",
     "egrad2rgrad",

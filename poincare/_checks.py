@@ -6,6 +6,7 @@ import math
 
 import torch
 from torch import Tensor
+from torch.nn import Parameter
 
 from ._precision import compute_dtype
 
@@ -14,13 +15,42 @@ Curvature = float | Tensor
 __all__ = [
     "Curvature",
     "as_curvature",
+    "check_broadcast",
     "check_curvature",
     "check_dim",
     "check_last_dims",
     "check_tensor",
     "common_dtype",
+    "curvature_range",
+    "host_branches",
     "prepare",
 ]
+
+
+def _functorch_wrapped(t: Tensor) -> bool:
+    """Whether ``t`` is a tensor of a ``torch.func`` transform (``vmap``, ``grad``, ...)."""
+    probe = getattr(torch._C._functorch, "is_functorch_wrapped_tensor", None)
+    return True if probe is None else bool(probe(t))
+
+
+def host_branches(*tensors: Tensor) -> bool:
+    """Whether an op may branch in Python on the values of ``tensors`` (eager code only).
+
+    True only for plain tensors (or parameters) on the CPU, outside ``torch.compile``/
+    ``torch.export`` tracing and outside ``torch.func`` transforms: there a reduction read back
+    to the host costs no device synchronisation, and it lets an op skip work that most inputs
+    do not need (the rescaling of tiny norms, the exact containment test of a few rows, value
+    checks with a clear error). Everywhere else (Dynamo resolves this test at trace time) the
+    ops take their branch-free form: the same results, with no graph break and no sync.
+    """
+    if torch.compiler.is_compiling():
+        return False
+    for t in tensors:
+        if t.device.type != "cpu" or not (type(t) is Tensor or isinstance(t, Parameter)):
+            return False
+        if _functorch_wrapped(t):
+            return False
+    return True
 
 
 def check_tensor(name: str, x: object) -> Tensor:
@@ -39,6 +69,11 @@ def check_tensor(name: str, x: object) -> Tensor:
         )
     if x.dim() == 0:
         raise ValueError(f"{name} must have at least one dimension (the vector dimension)")
+    if x.shape[-1] == 0:
+        raise ValueError(
+            f"{name} must have a non-empty last dimension (the vector dimension), "
+            f"got shape {tuple(x.shape)}"
+        )
     return x
 
 
@@ -85,27 +120,65 @@ def check_curvature(c: object) -> float:
 
     Raises:
         TypeError: ``c`` is not a real number (``bool`` included).
-        ValueError: ``c`` is not finite or not strictly positive.
+        ValueError: ``c`` is not finite or not strictly positive (an integer too large for a
+            float included).
     """
     if isinstance(c, bool) or not isinstance(c, (int, float)):
         raise TypeError(
             f"{_CURVATURE_MESSAGE} (a float, a tensor or a PoincareBall), got {type(c).__name__}"
         )
-    value = float(c)
+    try:
+        value = float(c)
+    except OverflowError:
+        raise ValueError(f"{_CURVATURE_MESSAGE}, got an integer too large for a float") from None
     if not math.isfinite(value) or value <= 0:
         raise ValueError(f"{_CURVATURE_MESSAGE}, got {c!r}")
     return value
 
 
-def as_curvature(c: object, dtype: torch.dtype, device: torch.device) -> Tensor:
+#: Binary exponent ``k`` of the usable curvatures ``[2^-k, 2^k]`` per storage dtype.
+_RANGE_EXPONENT = {torch.float64: 400, torch.float32: 50, torch.bfloat16: 50, torch.float16: 24}
+
+
+def curvature_range(dtype: torch.dtype) -> tuple[float, float]:
+    """The curvatures ops accept for points stored in ``dtype``: ``[2^-k, 2^k]``.
+
+    ``k`` is 400 for ``float64``, 50 for ``float32``/``bfloat16`` and 24 for ``float16``: inside
+    this range the ball's radius ``1/sqrt(c)``, the squared norms of its points and the products
+    ``c^2 |x|^2 |y|^2`` of the formulas stay normal numbers of the dtype, so every op computes
+    with ``c`` as it does at ``c = 1``. (``float32`` work on ``float64`` data is not an issue:
+    the range follows the data's dtype.)
+    """
+    k = _RANGE_EXPONENT.get(dtype, 50)
+    return 2.0**-k, 2.0**k
+
+
+def _range_error(c: object, dtype: torch.dtype) -> ValueError:
+    lo, hi = curvature_range(dtype)
+    return ValueError(
+        f"c must be a curvature in [{lo:.3g}, {hi:.3g}] for {str(dtype).removeprefix('torch.')} "
+        f"points (where the dtype can compute with it), got {c}"
+    )
+
+
+def as_curvature(
+    c: object, dtype: torch.dtype, device: torch.device, storage: torch.dtype | None = None
+) -> Tensor:
     """Validate a curvature and return it as a tensor of ``dtype`` ready to broadcast.
 
     A Python number becomes a 0-d tensor; a tensor is kept with its shape (it must broadcast
-    against ``x[..., :1]``, i.e. have a trailing dimension of size 1 or be 0-d).
+    against ``x[..., :1]``, i.e. have a trailing dimension of size 1 or be 0-d). ``storage``,
+    the dtype of the points, selects the :func:`curvature_range` a number must lie in.
+
+    The values of a tensor curvature are checked only where :func:`host_branches` allows it
+    (eager CPU code); under ``torch.compile``, ``torch.func`` transforms and on accelerators the
+    check would cost a synchronisation and is skipped (a learnable
+    :class:`~poincare.PoincareBall` curvature is valid by construction).
 
     Raises:
         TypeError: ``c`` is not a real number or a real floating tensor.
-        ValueError: ``c`` is not finite or not strictly positive.
+        ValueError: ``c`` is not finite, not strictly positive, outside the range of
+            ``storage``, or a tensor whose shape does not fit.
     """
     if isinstance(c, Tensor):
         if not c.dtype.is_floating_point:
@@ -115,22 +188,55 @@ def as_curvature(c: object, dtype: torch.dtype, device: torch.device) -> Tensor:
                 f"c must be a scalar or broadcast against x[..., :1] (trailing size 1), "
                 f"got shape {tuple(c.shape)}"
             )
-        with torch.no_grad():
-            bad = ~(torch.isfinite(c) & (c > 0))
-            if bool(bad.any()):
-                raise ValueError(f"{_CURVATURE_MESSAGE}, got a tensor with other values")
+        if host_branches(c):
+            with torch.no_grad():
+                bad = ~(torch.isfinite(c) & (c > 0))
+                if bool(bad.any()):
+                    raise ValueError(f"{_CURVATURE_MESSAGE}, got a tensor with other values")
+                if storage is not None:
+                    lo, hi = curvature_range(storage)
+                    if bool(((c < lo) | (c > hi)).any()):
+                        raise _range_error("a tensor with values outside it", storage)
         return c.to(dtype=dtype, device=device)
-    return torch.tensor(check_curvature(c), dtype=dtype, device=device)
+    value = check_curvature(c)
+    if storage is not None:
+        lo, hi = curvature_range(storage)
+        if not lo <= value <= hi:
+            raise _range_error(c, storage)
+    return torch.tensor(value, dtype=dtype, device=device)
+
+
+def check_broadcast(**tensors: Tensor) -> tuple[int, ...]:
+    """The broadcast batch shape of ``tensors`` (all but their last dimension); ``ValueError``
+    naming the arguments unless they broadcast together."""
+    items = list(tensors.items())
+    shape: tuple[int, ...] = ()
+    seen: list[str] = []
+    for name, t in items:
+        try:
+            shape = tuple(torch.broadcast_shapes(shape, t.shape[:-1]))  # type: ignore[no-untyped-call]
+        except RuntimeError:
+            others = ", ".join(f"{n} {tuple(tensors[n].shape)}" for n in seen)
+            raise ValueError(
+                f"{name} of shape {tuple(t.shape)} does not broadcast against {others} "
+                "(the leading dimensions must broadcast; the last is the vector dimension)"
+            ) from None
+        seen.append(name)
+    return shape
 
 
 def prepare(
-    c: object, *, wide: bool = False, **tensors: Tensor
+    c: object, *, wide: bool = False, broadcast: bool = True, **tensors: Tensor
 ) -> tuple[torch.dtype, torch.dtype, Tensor, list[Tensor]]:
     """Validate tensors and curvature; return (out dtype, compute dtype, c, cast tensors).
 
     ``wide=True`` computes float32 work in float64: for the ops whose condition number grows
     like ``exp(radius)`` (the maps and transports along long geodesics), the 29 extra bits absorb
     the amplification of rounding errors over the whole float32 range.
+
+    ``broadcast=True`` also checks that the tensors' batch shapes (and a tensor ``c`` against
+    ``x[..., :1]``) broadcast, with a ``ValueError`` naming the arguments; ops whose arguments
+    have other layouts (``pairwise_dist``, ``einstein_midpoint``) check their own shapes.
     """
     for name, t in tensors.items():
         check_tensor(name, t)
@@ -139,6 +245,15 @@ def prepare(
     comp = compute_dtype(out)
     if wide and comp == torch.float32:
         comp = torch.float64
+    batch = check_broadcast(**tensors) if broadcast else None
     device = values[0].device
-    cc = as_curvature(c, comp, device)
+    cc = as_curvature(c, comp, device, storage=out)
+    if batch is not None and isinstance(c, Tensor) and c.dim() > 0:
+        try:
+            torch.broadcast_shapes(c.shape, (*batch, 1))  # type: ignore[no-untyped-call]
+        except RuntimeError:
+            raise ValueError(
+                f"c of shape {tuple(c.shape)} does not broadcast against the inputs' "
+                f"{(*batch, 1)} (x[..., :1])"
+            ) from None
     return out, comp, cc, [t.to(comp) for t in values]

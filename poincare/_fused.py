@@ -29,6 +29,7 @@ from typing import Any, NamedTuple
 import torch
 from torch import Tensor
 
+from ._checks import host_branches
 from ._numerics import acosh1p, dot, gap_precise, max_norm
 
 __all__ = [
@@ -132,14 +133,18 @@ class _ExpmapGap(torch.autograd.Function):
     :math:`\bar v = a\bar b + \bar t\,(c/t)\,v` and :math:`\bar c = \bar t\,t/(2c)`.
     """
 
+    generate_vmap_rule = True
+
     @staticmethod
-    def forward(
-        ctx: Any, v: Tensor, c: CurvatureArg, t_max: float, gap: bool
-    ) -> tuple[Tensor, Tensor]:
+    def forward(v: Tensor, c: CurvatureArg, t_max: float, gap: bool) -> tuple[Tensor, Tensor]:
         k = tangent_terms(scaled_norm(v, c), t_max)
+        return k.a * v, (torch.reciprocal(k.cc) if gap else 2 * k.cc)
+
+    @staticmethod
+    def setup_context(ctx: Any, inputs: tuple[Any, ...], output: Any) -> None:
+        v, c, t_max, gap = inputs
         ctx.save_for_backward(v, c if isinstance(c, Tensor) else None)
         ctx.c_float, ctx.t_max, ctx.gap = (None if isinstance(c, Tensor) else c), t_max, gap
-        return k.a * v, (torch.reciprocal(k.cc) if gap else 2 * k.cc)
 
     @staticmethod
     def backward(ctx: Any, grad_b: Tensor, grad_w: Tensor) -> tuple[Tensor | None, ...]:
@@ -188,35 +193,43 @@ class _Expmap0Add(torch.autograd.Function):
     :math:`\bar c = \bar t\,t/(2c) + \bar q\,q/c`.
     """
 
+    generate_vmap_rule = True
+
     @staticmethod
     def forward(
-        ctx: Any,
         z: Tensor,
         b: Tensor,
         gap_b: Tensor,
         c: CurvatureArg,
         t_max: float,
         precise: bool,
-    ) -> Tensor:
+    ) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+        # Returns (y, t, q, den): the last three are saved for the backward pass.
         t = scaled_norm(z, c)
         k = tangent_terms(t, t_max)
         p = k.a * z
         s = b + p
         q = dot(s, s) * c
         den = torch.addcmul(gap_b, q, k.cc)
-        c_t = c if isinstance(c, Tensor) else None
-        ctx.save_for_backward(z, b, gap_b, t, q, den, c_t)
-        ctx.c_float, ctx.t_max = (None if c_t is not None else c), t_max
         if precise:
             # The value pairs the stored exp_0(z) with its own precise gap (instead of the exact
             # 1/cosh^2 t, which near the shell disagrees with the rounded point): the Möbius
             # sum of the two stored points, as the composition computes it.
             cs = torch.reciprocal(stored_gap(p, c))
-            return torch.addcmul(s, q * cs, p) / torch.addcmul(gap_b, q, cs)
-        return torch.addcmul(s, q * k.g, z) / den
+            return torch.addcmul(s, q * cs, p) / torch.addcmul(gap_b, q, cs), t, q, den
+        return torch.addcmul(s, q * k.g, z) / den, t, q, den
 
     @staticmethod
-    def backward(ctx: Any, gy: Tensor) -> tuple[Tensor | None, ...]:
+    def setup_context(ctx: Any, inputs: tuple[Any, ...], output: Any) -> None:
+        z, b, gap_b, c, t_max, _ = inputs
+        _, t, q, den = output
+        ctx.mark_non_differentiable(t, q, den)
+        c_t = c if isinstance(c, Tensor) else None
+        ctx.save_for_backward(z, b, gap_b, t, q, den, c_t)
+        ctx.c_float, ctx.t_max = (None if c_t is not None else c), t_max
+
+    @staticmethod
+    def backward(ctx: Any, gy: Tensor, *_: Any) -> tuple[Tensor | None, ...]:
         z, b, gap_b, t, q, den, c_t = ctx.saved_tensors
         c: CurvatureArg = c_t if c_t is not None else ctx.c_float
         k = tangent_terms(t, ctx.t_max)
@@ -261,7 +274,7 @@ def expmap0_add_raw(z: Tensor, bias: Tensor, *, c: CurvatureArg, precise: bool =
         # of the gap is that of the stored point (its gradient stays that of 1/cosh^2 t_b).
         # (Float32 data computed in float64 has 29 spare bits: its points need no pairing.)
         gap_b = gap_b + (stored_gap(bp, c) - gap_b).detach()
-    out: Tensor = _Expmap0Add.apply(z, bp, gap_b, c, t_max, precise)  # type: ignore[no-untyped-call]
+    out: Tensor = _Expmap0Add.apply(z, bp, gap_b, c, t_max, precise)[0]  # type: ignore[no-untyped-call]
     return out
 
 
@@ -308,16 +321,18 @@ class _Expmap0AddLorentz(torch.autograd.Function):
     :math:`\bar c = \bar t\,t/(2c) + \bar q\,q/c - \bar\theta(1 + \lambda_b q C)/(2c)`.
     """
 
+    generate_vmap_rule = True
+
     @staticmethod
     def forward(
-        ctx: Any,
         z: Tensor,
         b: Tensor,
         lam_b: Tensor,
         c: CurvatureArg,
         t_max: float,
         pad: bool,
-    ) -> Tensor:
+    ) -> tuple[Tensor, Tensor, Tensor]:
+        # Returns (h, t, q): the last two are saved for the backward pass.
         t = scaled_norm(z, c)
         k = tangent_terms(t, t_max)
         s = b + k.a * z
@@ -326,14 +341,20 @@ class _Expmap0AddLorentz(torch.autograd.Function):
         if isinstance(c, Tensor) or c != 1.0:
             h0 = h0 / _sqrt(c)
         hs = torch.addcmul(s, q * k.g, z) * lam_b
+        parts = [h0, hs, torch.zeros_like(h0)] if pad else [h0, hs]
+        return torch.cat(parts, dim=-1), t, q
+
+    @staticmethod
+    def setup_context(ctx: Any, inputs: tuple[Any, ...], output: Any) -> None:
+        z, b, lam_b, c, t_max, _ = inputs
+        _, t, q = output
+        ctx.mark_non_differentiable(t, q)
         c_t = c if isinstance(c, Tensor) else None
         ctx.save_for_backward(z, b, lam_b, t, q, c_t)
         ctx.c_float, ctx.t_max = (None if c_t is not None else c), t_max
-        parts = [h0, hs, torch.zeros_like(h0)] if pad else [h0, hs]
-        return torch.cat(parts, dim=-1)
 
     @staticmethod
-    def backward(ctx: Any, grad: Tensor) -> tuple[Tensor | None, ...]:
+    def backward(ctx: Any, grad: Tensor, *_: Any) -> tuple[Tensor | None, ...]:
         z, b, lam_b, t, q, c_t = ctx.saved_tensors
         c: CurvatureArg = c_t if c_t is not None else ctx.c_float
         k = tangent_terms(t, ctx.t_max)
@@ -386,7 +407,7 @@ def expmap0_add_lorentz_raw(
         lam_b = torch.full_like(b, 2.0)
     else:
         b, lam_b = expmap0_with_gap(bias, c=c, t_max=t_max, gap=False)
-    out: Tensor = _Expmap0AddLorentz.apply(z, b, lam_b, c, t_max, pad)  # type: ignore[no-untyped-call]
+    out: Tensor = _Expmap0AddLorentz.apply(z, b, lam_b, c, t_max, pad)[0]  # type: ignore[no-untyped-call]
     return out
 
 
@@ -412,8 +433,11 @@ class _MidpointLogmap0(torch.autograd.Function):
     :math:`1/s`, :math:`\bar c = -\langle\bar o, o\rangle/(2c)`.
     """
 
+    generate_vmap_rule = True
+
     @staticmethod
-    def forward(ctx: Any, agg: Tensor, c: CurvatureArg, dim: int, r_out: float) -> Tensor:
+    def forward(agg: Tensor, c: CurvatureArg, dim: int, r_out: float) -> tuple[Tensor, ...]:
+        # Returns (o, den, u_raw, u, half, ratio): all but o are saved for the backward pass.
         a0 = agg[..., :1]
         a_s = agg[..., 1 : dim + 1]
         den = torch.where(a0 > 0, a0, torch.ones_like(a0))
@@ -422,13 +446,19 @@ class _MidpointLogmap0(torch.autograd.Function):
         half = torch.atanh(u) * 0.5
         ratio = half.clamp(max=r_out) / u
         f = ratio / (den * _sqrt(c))
+        return a_s * f, den, u_raw, u, half, ratio
+
+    @staticmethod
+    def setup_context(ctx: Any, inputs: tuple[Any, ...], output: Any) -> None:
+        agg, c, dim, r_out = inputs
+        _, den, u_raw, u, half, ratio = output
+        ctx.mark_non_differentiable(den, u_raw, u, half, ratio)
         c_t = c if isinstance(c, Tensor) else None
         ctx.save_for_backward(agg, den, u_raw, u, half, ratio, c_t)
         ctx.c_float, ctx.dim, ctx.r_out = (None if c_t is not None else c), dim, r_out
-        return a_s * f
 
     @staticmethod
-    def backward(ctx: Any, grad: Tensor) -> tuple[Tensor | None, ...]:
+    def backward(ctx: Any, grad: Tensor, *_: Any) -> tuple[Tensor | None, ...]:
         agg, den, u_raw, u, half, ratio, c_t = ctx.saved_tensors
         c: CurvatureArg = c_t if c_t is not None else ctx.c_float
         dim: int = ctx.dim
@@ -468,7 +498,7 @@ def midpoint_logmap0(
     coordinate first; returns (..., dim) in ``dtype``.
     """
     r_out = saturation(dtype)
-    out: Tensor = _MidpointLogmap0.apply(agg, c, dim, r_out)  # type: ignore[no-untyped-call]
+    out: Tensor = _MidpointLogmap0.apply(agg, c, dim, r_out)[0]  # type: ignore[no-untyped-call]
     out = out.to(dtype)
     if dead is not None:
         out = out.masked_fill(dead, 0.0)
@@ -493,23 +523,32 @@ class _CoshScore(torch.autograd.Function):
     :math:`\partial f/\partial c = -f'd/(2c)`, so :math:`\bar c = \sum\bar\sigma\beta f' d/(2c)`.
     """
 
-    @staticmethod
-    def forward(
-        ctx: Any, g_minus_1: Tensor, beta: Tensor, c: CurvatureArg, score: str, dtype: torch.dtype
-    ) -> Tensor:
-        g = g_minus_1
-        gm1 = g_minus_1.to(dtype).clamp(min=0.0)
-        c_t = c if isinstance(c, Tensor) else None
-        ctx.save_for_backward(gm1, beta, c_t)
-        ctx.c_float, ctx.score, ctx.g_dtype = (None if c_t is not None else c), score, g.dtype
-        neg_beta = -beta.to(dtype)
-        if score == "cosh":
-            return gm1 * neg_beta
-        d = _distance(acosh1p(gm1), c)
-        return (d.mul_(d) if score == "squared" else d).mul_(neg_beta)
+    generate_vmap_rule = True
 
     @staticmethod
-    def backward(ctx: Any, grad: Tensor) -> tuple[Tensor | None, ...]:
+    def forward(
+        g_minus_1: Tensor, beta: Tensor, c: CurvatureArg, score: str, dtype: torch.dtype
+    ) -> tuple[Tensor, Tensor]:
+        # Returns (scores, g - 1 clamped in dtype): the second is saved for the backward pass.
+        gm1 = g_minus_1.to(dtype).clamp(min=0.0)
+        neg_beta = -beta.to(dtype)
+        if score == "cosh":
+            return gm1 * neg_beta, gm1
+        d = _distance(acosh1p(gm1), c)
+        return (d.mul_(d) if score == "squared" else d).mul_(neg_beta), gm1
+
+    @staticmethod
+    def setup_context(ctx: Any, inputs: tuple[Any, ...], output: Any) -> None:
+        g_minus_1, beta, c, score, _ = inputs
+        gm1 = output[1]
+        ctx.mark_non_differentiable(gm1)
+        c_t = c if isinstance(c, Tensor) else None
+        ctx.save_for_backward(gm1, beta, c_t)
+        ctx.c_float, ctx.score = (None if c_t is not None else c), score
+        ctx.g_dtype = g_minus_1.dtype
+
+    @staticmethod
+    def backward(ctx: Any, grad: Tensor, *_: Any) -> tuple[Tensor | None, ...]:
         gm1, beta, c_t = ctx.saved_tensors
         c: CurvatureArg = c_t if c_t is not None else ctx.c_float
         score: str = ctx.score
@@ -577,7 +616,7 @@ def cosh_score(
     (rounding) count as 0. Replaces ``-beta * f(pairwise_dist(x, y))``. ``g_minus_1``:
     (..., N, M); ``beta``: broadcastable; returns (..., N, M) in ``dtype``.
     """
-    out: Tensor = _CoshScore.apply(g_minus_1, beta, c, score, dtype)  # type: ignore[no-untyped-call]
+    out: Tensor = _CoshScore.apply(g_minus_1, beta, c, score, dtype)[0]  # type: ignore[no-untyped-call]
     return out
 
 
@@ -586,6 +625,8 @@ def cosh_score(
 #: there the product's absolute error, about ``eps c h_x0 h_y0``, would exceed ``2^-28`` of
 #: ``g - 1``, i.e. a sixteenth of a float32 ulp with float64 coordinates.
 _CLOSE = 2.0**-24
+#: Elements of the pair differences formed at once by the branch-free form.
+_PAIR_CHUNK = 1 << 22
 
 
 def lorentz_cosh_minus_one(hx: Tensor, hy: Tensor, *, c: CurvatureArg) -> Tensor:
@@ -609,7 +650,22 @@ def lorentz_cosh_minus_one(hx: Tensor, hy: Tensor, *, c: CurvatureArg) -> Tensor
     gm1 = torch.matmul(hx * (sign * cq), hy.transpose(-1, -2)) - 1
     with torch.no_grad():
         bound = torch.matmul(hx[..., :1] * (cq * _CLOSE), hy[..., :1].transpose(-1, -2))
-        close = (gm1 <= bound).nonzero(as_tuple=True)
+        near_mask = gm1 <= bound
+    if not host_branches(hx, hy):
+        # Branch-free (traced) form: the Lorentz difference of every pair, in chunks of rows of
+        # bounded memory, taken where the product has cancelled.
+        n, m = hx.shape[-2], hy.shape[-2]
+        rows = max(1, _PAIR_CHUNK // max(1, m * width * math.prod(gm1.shape[:-2])))
+        parts = []
+        for start in range(0, n, rows):
+            delta = hx[..., start : start + rows, :].unsqueeze(-2) - hy.unsqueeze(-3)
+            parts.append((delta * delta * (-sign)).sum(-1) * 0.5)
+        near_all = torch.cat(parts, dim=-2) if parts else gm1
+        if isinstance(cq, Tensor) or cq != 1.0:
+            near_all = near_all * cq
+        return torch.where(near_mask, near_all, gm1)
+    with torch.no_grad():
+        close = near_mask.nonzero(as_tuple=True)
     if close[0].numel() == 0:
         return gm1
     lead = close[:-2]

@@ -15,6 +15,7 @@ import torch
 from torch import Tensor
 
 from . import _dd as dd
+from ._checks import host_branches
 
 __all__ = [
     "acosh1p",
@@ -29,6 +30,7 @@ __all__ = [
     "gap_precise",
     "max_norm",
     "norm",
+    "pow2_factors",
     "sqnorm",
     "tanh_over",
 ]
@@ -62,12 +64,15 @@ def artanh_over(u: Tensor) -> Tensor:
 def asinh(t: Tensor) -> Tensor:
     """``asinh(t)`` for ``t >= 0`` as ``log1p(t + t^2 / (1 + sqrt(1 + t^2)))``.
 
-    Every term is non-negative, so the result is accurate to a few ulps for all ``t`` (the
-    coordinates of the ball keep ``t^2`` far from overflow), and it is several times faster than
-    ``torch.asinh`` on the CPU.
+    Every term is non-negative, so the result is accurate to a few ulps for all ``t``, and it is
+    several times faster than ``torch.asinh`` on the CPU. Beyond ``t = 1/sqrt(eps)``, where
+    ``t^2`` could overflow, ``asinh(t) = log(2t) + O(1/t^2)`` is exact to rounding.
     """
-    t2 = t * t
-    return torch.log1p(t + t2 / (1 + torch.sqrt(1 + t2)))
+    big = t > 1 / math.sqrt(torch.finfo(t.dtype).eps)
+    ts = torch.where(big, torch.ones_like(t), t)
+    t2 = ts * ts
+    near = torch.log1p(ts + t2 / (1 + torch.sqrt(1 + t2)))
+    return torch.where(big, torch.log(torch.where(big, t, torch.ones_like(t))) + math.log(2), near)
 
 
 def acosh1p(x: Tensor) -> Tensor:
@@ -97,36 +102,60 @@ def sqnorm(x: Tensor) -> Tensor:
     return (x * x).sum(dim=-1, keepdim=True)
 
 
+def pow2_factors(a: Tensor) -> tuple[Tensor, Tensor]:
+    """Two powers of two ``s1, s2`` (shaped like ``a``, no gradient) with ``s1 s2 a`` in
+    ``[1/2, 1)`` for every finite non-zero ``a`` (1 and 1 where ``a`` is 0).
+
+    Multiplying by ``s1`` then ``s2`` is exact, and neither factor nor its inverse overflows,
+    even for subnormal ``a`` (whose single factor ``2^1074`` would).
+    """
+    with torch.no_grad():
+        _, e = torch.frexp(a.detach())
+        half = torch.div(e, 2, rounding_mode="floor")
+        one = torch.ones_like(a.detach())
+        return torch.ldexp(one, -half), torch.ldexp(one, half - e)
+
+
+def _scaled_norm(x: Tensor) -> Tensor:
+    """``|x|`` after an exact scaling of each row by a power of two that brings its largest
+    coordinate into ``[1/2, 1)``: no square underflows or overflows, whatever the row's size."""
+    s1, s2 = pow2_factors(x.detach().abs().amax(dim=-1, keepdim=True))
+    n: Tensor = torch.linalg.vector_norm(x * s1 * s2, dim=-1, keepdim=True)
+    return n / s1 / s2
+
+
 def norm(x: Tensor) -> Tensor:
-    """Euclidean norm over the last dimension, kept: ``(..., 1)``, without underflow.
+    """Euclidean norm over the last dimension, kept: ``(..., 1)``, without underflow or overflow.
 
     ``torch.linalg.vector_norm`` squares the coordinates, so norms below about
-    ``sqrt(tiny)`` (1e-19 in float32) come out as 0 with a zero gradient. Those rows are
-    recomputed after an exact scaling by a power of two (``2^100`` in float32, ``2^600`` in
-    float64, which brings every subnormal into range), so value and gradient are exact.
+    ``sqrt(tiny)/eps`` (1e-12 in float32) lose accuracy or come out as 0 with a zero gradient,
+    and norms beyond ``sqrt(max)`` (1.8e19 in float32) overflow to ``inf``. Those rows are
+    recomputed after an exact scaling by a power of two (see :func:`_scaled_norm`), so value
+    and gradient are exact for every finite row. Eager CPU code rescales only when some row
+    needs it; traced code (see :func:`poincare._checks.host_branches`) always takes the
+    rescaled form.
     """
+    if not host_branches(x):
+        return _scaled_norm(x)
     n: Tensor = torch.linalg.vector_norm(x, dim=-1, keepdim=True)
     info = torch.finfo(x.dtype)
-    limit = math.sqrt(info.tiny) / info.eps
-    small = n < limit
-    if bool(small.any()):
-        scale = 2.0**600 if x.dtype == torch.float64 else 2.0**100
-        tiny_rows = torch.where(small, x, torch.zeros_like(x)) * scale
-        rescaled = torch.linalg.vector_norm(tiny_rows, dim=-1, keepdim=True) / scale
-        n = torch.where(small, rescaled, n)
+    bad = (n < math.sqrt(info.tiny) / info.eps) | torch.isinf(n)
+    if bool(bad.any()):
+        n = torch.where(bad, _scaled_norm(x), n)
     return n
 
 
-def gap(x: Tensor, sc: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+def gap(x: Tensor, sc: Tensor, limit: float | None = None) -> tuple[Tensor, Tensor, Tensor]:
     """Return ``(|x|, u, B)`` with ``u = min(sqrt(c)|x|, 1 - eps/2)`` and ``B = 1 - c|x|^2``.
 
     ``B`` is formed as ``(1 - u)(1 + u)``: with ``u`` accurate to a relative ulp, ``1 - u`` is
     exact (Sterbenz), so ``B`` carries no cancellation even on the outermost shell. Clamping
     ``u`` keeps ``B >= eps/2`` for points on or beyond the boundary, so conformal factors stay
-    finite for every input.
+    finite for every input. ``limit`` replaces ``1 - eps/2`` (for half-precision data computed
+    in float32: their own outermost shell, so that results fit their dtype).
     """
     n = norm(x)
-    u = (sc * n).clamp(max=max_norm(x.dtype))
+    u = (sc * n).clamp(max=max_norm(x.dtype) if limit is None else limit)
     return n, u, (1 - u) * (1 + u)
 
 
@@ -150,17 +179,22 @@ def exact_beyond(x: Tensor, c: Tensor, m: float = 1.0, *, strict: bool = False) 
         s = sqnorm(xd) * cd
         out = s > m * m if strict else s >= m * m
         near = (s - m * m).abs() <= 2.0**-40
-        if bool(near.any()):
+        if host_branches(x, c):
+            if not bool(near.any()):
+                return out
             rows = near.squeeze(-1)
-            hi, lo = _exact_sqnorm(xd[rows])
-            cr = cd[rows]
-            t, te = dd.two_prod(cr, hi)  # c * hi exactly
-            mm = torch.full_like(cr, m)
-            q, qe = dd.two_prod(mm, mm)  # m^2 exactly
-            out = out.clone()
-            diff = (t - q) + (te - qe + cr * lo)
-            out[rows] = diff > 0 if strict else diff >= 0
-        return out
+            return out.masked_scatter(near, _exact_compare(xd[rows], cd[rows], m, strict))
+        return torch.where(near, _exact_compare(xd, cd, m, strict), out)
+
+
+def _exact_compare(xd: Tensor, cd: Tensor, m: float, strict: bool) -> Tensor:
+    """``c |x|^2 >= m^2`` (``>`` if ``strict``) of float64 rows, in double-double."""
+    hi, lo = _exact_sqnorm(xd)
+    t, te = dd.two_prod(cd, hi)  # c * hi exactly
+    mm = torch.full_like(cd, m)
+    q, qe = dd.two_prod(mm, mm)  # m^2 exactly
+    diff = (t - q) + (te - qe + cd * lo)
+    return diff > 0 if strict else diff >= 0
 
 
 def exact_outside(x: Tensor, c: Tensor) -> Tensor:
@@ -169,7 +203,7 @@ def exact_outside(x: Tensor, c: Tensor) -> Tensor:
     return exact_beyond(x, c, 1.0)
 
 
-def gap_precise(x: Tensor, c: Tensor, enabled: bool = True) -> Tensor:
+def gap_precise(x: Tensor, c: Tensor, enabled: bool = True, limit: float | None = None) -> Tensor:
     """``B = 1 - c|x|^2`` accurate to a relative ulp of ``B`` itself (not of 1).
 
     The plain form (:func:`gap`) rounds ``|x|`` to a relative ulp, which leaves ``B`` with a
@@ -178,9 +212,9 @@ def gap_precise(x: Tensor, c: Tensor, enabled: bool = True) -> Tensor:
     ``c |x|^2`` in double-double arithmetic; the value is the precise one while the gradient is
     that of the plain formula (the two differ by rounding only). Other dtypes, and
     ``enabled=False`` (float64 work on float32 data, where the plain form already has 29 spare
-    bits), use :func:`gap`.
+    bits), use :func:`gap` (with ``limit``).
     """
-    _, _, plain = gap(x, c.sqrt())
+    _, _, plain = gap(x, c.sqrt(), limit)
     if x.dtype != torch.float64 or not enabled:
         return plain
     with torch.no_grad():
@@ -194,7 +228,7 @@ def gap_precise(x: Tensor, c: Tensor, enabled: bool = True) -> Tensor:
     return plain + (precise - plain).detach()
 
 
-def dd_expmap(x: Tensor, v: Tensor, c: Tensor) -> Tensor:
+def dd_expmap(x: Tensor, v: Tensor, c: Tensor, scale: Tensor | None = None) -> Tensor:
     """``expmap(x, v)`` for float64 rows, evaluated in double-double (values only).
 
     The exact map's condition number grows like ``exp(radius)``: the direction of the result
@@ -202,7 +236,8 @@ def dd_expmap(x: Tensor, v: Tensor, c: Tensor) -> Tensor:
     gap ``1 - c|w|^2``. Here ``w`` is built from the gap ``g = 1 - tanh t = 2/(e^{2t}+1)`` (exact
     to a relative ulp whatever ``t``), ``|w|^2 = (1-g)^2/c`` and ``v/|v|`` in double-double, so
     that ``x (+) w`` is evaluated consistently to about 2^-100, and only the final quotient is
-    rounded.
+    rounded. ``scale`` (an exact power of two, default 1) is the factor by which the true
+    tangent vector exceeds ``v``: a huge ``v`` is passed scaled down, so its squares stay finite.
     """
     with torch.no_grad():
         shape = torch.broadcast_shapes(x.shape, v.shape)  # type: ignore[no-untyped-call]
@@ -213,6 +248,8 @@ def dd_expmap(x: Tensor, v: Tensor, c: Tensor) -> Tensor:
         bx = dd.add(one, dd.neg(dd.mul(cdd, dd.sqnorm(dd.const(x)))))
         nv = dd.sqrt(dd.sqnorm(dd.const(v)))
         t = torch.sqrt(c) * dd.round_(nv) / dd.round_(bx)
+        if scale is not None:
+            t = t * scale
         e = torch.exp(-2 * t)
         g = 2 * e / (1 + e)
         # 1 - g = tanh t: from g in double-double for long steps (consistent with the gap), from

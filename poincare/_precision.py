@@ -7,8 +7,8 @@ float64), while results still come back in the caller's dtype.
 
 from __future__ import annotations
 
-import contextvars
 import functools
+import threading
 from collections.abc import Callable
 from types import TracebackType
 from typing import Any, TypeVar
@@ -17,9 +17,20 @@ import torch
 
 __all__ = ["compute_dtype", "current_upcast", "upcast"]
 
-_UPCAST: contextvars.ContextVar[torch.dtype | None] = contextvars.ContextVar(
-    "poincare_upcast", default=None
-)
+
+class _Policy(threading.local):
+    """The active :func:`upcast` dtypes of this thread, innermost last.
+
+    A thread-local object rather than a ``ContextVar``: Dynamo reads its attribute (and guards
+    on it, so a compiled function recompiles when the policy changes), whereas it cannot trace
+    ``ContextVar.get``.
+    """
+
+    def __init__(self) -> None:
+        self.stack: list[torch.dtype] = []
+
+
+_POLICY = _Policy()
 
 _F = TypeVar("_F", bound=Callable[..., Any])
 
@@ -28,7 +39,8 @@ _RANK = {torch.float16: 0, torch.bfloat16: 0, torch.float32: 1, torch.float64: 2
 
 def current_upcast() -> torch.dtype | None:
     """Return the dtype set by the innermost active :func:`upcast`, or ``None``."""
-    return _UPCAST.get()
+    stack = _POLICY.stack
+    return stack[-1] if stack else None
 
 
 def compute_dtype(dtype: torch.dtype) -> torch.dtype:
@@ -38,7 +50,7 @@ def compute_dtype(dtype: torch.dtype) -> torch.dtype:
     of the input's compute dtype and the upcast dtype.
     """
     base = torch.float32 if _RANK.get(dtype, 1) < 1 else dtype
-    up = _UPCAST.get()
+    up = current_upcast()
     if up is not None and _RANK[up] > _RANK[base]:
         return up
     return base
@@ -66,10 +78,12 @@ class upcast:  # noqa: N801 - used like a function, as a context manager or deco
         if dtype not in (torch.float32, torch.float64):
             raise TypeError(f"upcast: dtype must be torch.float32 or torch.float64, got {dtype!r}")
         self.dtype = dtype
-        self._tokens: list[contextvars.Token[torch.dtype | None]] = []
+        self._depths: list[int] = []
 
     def __enter__(self) -> upcast:
-        self._tokens.append(_UPCAST.set(self.dtype))
+        stack = _POLICY.stack
+        self._depths.append(len(stack))
+        stack.append(self.dtype)
         return self
 
     def __exit__(
@@ -78,7 +92,7 @@ class upcast:  # noqa: N801 - used like a function, as a context manager or deco
         exc: BaseException | None,
         tb: TracebackType | None,
     ) -> None:
-        _UPCAST.reset(self._tokens.pop())
+        del _POLICY.stack[self._depths.pop() :]
 
     def __call__(self, fn: _F) -> _F:
         dtype = self.dtype

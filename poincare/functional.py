@@ -50,6 +50,7 @@ from ._checks import (
     check_dim,
     check_last_dims,
     check_tensor,
+    host_branches,
     prepare,
 )
 from ._fused import expmap0_add_lorentz_raw, expmap0_add_raw, saturation
@@ -65,6 +66,7 @@ from ._numerics import (
     gap_precise,
     max_norm,
     norm,
+    pow2_factors,
     sqnorm,
     tanh_over,
 )
@@ -108,26 +110,29 @@ def _project(x: Tensor, c: Tensor) -> Tensor:
     """Project ``x`` (in its own dtype) onto ``{sqrt(c)|x| <= 1 - eps/2}``, strictly inside."""
     dtype = x.dtype
     m = max_norm(dtype)
-    # Fast path: a computed norm is within a few ulps of the exact one, so rows with
-    # sqrt(c)|x| <= 1 - 16 eps in their own dtype are strictly inside and left as they are.
-    with torch.no_grad():
-        scaled = torch.linalg.vector_norm(x.detach(), dim=-1, keepdim=True) * c.detach().sqrt()
-        if not bool((scaled > 1 - 16 * torch.finfo(dtype).eps).any()):
-            return x
+    host = host_branches(x, c)
+    if host:
+        # Fast path: a computed norm is within a few ulps of the exact one, so rows with
+        # sqrt(c)|x| <= 1 - 16 eps in their own dtype are strictly inside and left as they are.
+        with torch.no_grad():
+            scaled = norm(x.detach()) * c.detach().sqrt()
+            if not bool((scaled > 1 - 16 * torch.finfo(dtype).eps).any()):
+                return x
     xd = x.to(torch.float64)
     scd = torch.sqrt(c.to(torch.float64))
-    n = torch.linalg.vector_norm(xd, dim=-1, keepdim=True) * scd
+    n = norm(xd) * scd
     # Beyond the outermost shell, decided exactly: a rounded norm could move a point that lies
     # exactly on or inside the shell (which must come back bit for bit).
     over = exact_beyond(xd, c.to(torch.float64), m, strict=True)
     scale = torch.where(over, m / torch.where(over, n, torch.ones_like(n)), torch.ones_like(n))
     y = (xd * scale).to(dtype)
     # Rounding the rescaled coordinates can carry a point across the boundary: retry those
-    # with targets a few half-ulps further in until the stored point is strictly inside.
+    # with targets a few half-ulps further in until the stored point is strictly inside (every
+    # step, branch-free, when traced).
     step = torch.finfo(dtype).eps / 2
     for k in (1, 2, 3, 4, 6, 8, 12, 16, 32, 64):
         out = exact_outside(y, c)
-        if not bool(out.any()):
+        if host and not bool(out.any()):
             break
         target = m * (1 - k * step)
         big = n > target
@@ -136,6 +141,13 @@ def _project(x: Tensor, c: Tensor) -> Tensor:
         )
         y = torch.where(out, retry, y)
     return y
+
+
+def _limit(out: torch.dtype) -> float | None:
+    """The clamp of the scaled norm for data of dtype ``out``: the outermost shell of a
+    half-precision dtype (computed in float32, a boundary point of float16 data would get a
+    conformal factor of 3e7, which overflows float16), else that of the compute dtype."""
+    return max_norm(out) if out in (torch.float16, torch.bfloat16) else None
 
 
 def _exact_c(c: object, device: torch.device) -> Tensor:
@@ -243,7 +255,7 @@ def conformal_factor(x: Tensor, *, c: Curvature = 1.0, keepdim: bool = True) -> 
         ``(..., 1)`` (or ``(...)``), at most :math:`4/\epsilon` on the outermost shell.
     """
     out, _, cc, (xx,) = prepare(c, x=x)
-    _, _, b = gap(xx, cc.sqrt())
+    _, _, b = gap(xx, cc.sqrt(), _limit(out))
     lam = (2 / b).to(out)
     return lam if keepdim else lam.squeeze(-1)
 
@@ -305,12 +317,23 @@ def _scalar(name: str, r: object, dtype: torch.dtype, device: torch.device) -> T
                 f"{name} must be a scalar or broadcast against x[..., :1] (trailing size 1), "
                 f"got shape {tuple(r.shape)}"
             )
-        return r.to(dtype=dtype, device=device)
+        if host_branches(r):
+            with torch.no_grad():
+                if not bool(torch.isfinite(r).all()):
+                    raise ValueError(f"{name} must be finite, got a tensor with other values")
+        big = torch.finfo(dtype).max
+        return r.to(dtype=dtype, device=device).clamp(-big, big)
     if isinstance(r, bool) or not isinstance(r, (int, float)):
         raise TypeError(f"{name} must be a real number or a tensor, got {type(r).__name__}")
-    if not math.isfinite(r):
+    try:
+        value = float(r)
+    except OverflowError:  # an integer beyond the float range: finite, and saturates like one
+        value = torch.finfo(torch.float64).max * (1.0 if r > 0 else -1.0)
+    if not math.isfinite(value):
         raise ValueError(f"{name} must be finite, got {r}")
-    return torch.tensor(float(r), dtype=dtype, device=device)
+    # Beyond the dtype's range every factor saturates anyway: clamp rather than overflow to inf.
+    big = torch.finfo(dtype).max
+    return torch.tensor(max(-big, min(big, value)), dtype=dtype, device=device)
 
 
 def mobius_scalar_mul(r: float | Tensor, x: Tensor, *, c: Curvature = 1.0) -> Tensor:
@@ -338,8 +361,13 @@ def mobius_scalar_mul(r: float | Tensor, x: Tensor, *, c: Curvature = 1.0) -> Te
         out = torch.promote_types(out, r.dtype)
     _, u, _ = gap(xx, cc.sqrt())
     a = torch.atanh(u)
-    res = rr * tanh_over(rr * a) * artanh_over(u) * xx
-    return _finish_point(res, out, c)
+    ra = rr * a
+    # |r a| > 1: tanh(r a) x/u, so that no huge r (whose r a overflows) multiplies a vanishing
+    # tanh(r a)/(r a); the other form is exact at x = 0 and r = 0. Both at safe arguments.
+    big = ra.abs() > 1
+    short = rr * tanh_over(torch.where(big, torch.zeros_like(ra), ra)) * artanh_over(u) * xx
+    long = torch.tanh(ra) / torch.where(big, u, torch.ones_like(u)) * xx
+    return _finish_point(torch.where(big, long, short), out, c)
 
 
 def mobius_matvec(m: Tensor, x: Tensor, *, c: Curvature = 1.0) -> Tensor:
@@ -369,13 +397,14 @@ def mobius_matvec(m: Tensor, x: Tensor, *, c: Curvature = 1.0) -> Tensor:
         raise ValueError(f"m must be a 2-D (out, in) matrix, got shape {tuple(m.shape)}")
     if m.shape[1] != x.shape[-1]:
         raise ValueError(f"m has {m.shape[1]} input columns but x has last dimension {x.shape[-1]}")
-    out, _, cc, (mm, xx) = prepare(c, m=m, x=x)
+    out, _, cc, (mm, xx) = prepare(c, broadcast=False, m=m, x=x)
     sc = cc.sqrt()
     _, u, _ = gap(xx, sc)
-    mx = F.linear(xx, mm)
-    g = artanh_over(u)
-    t = sc * norm(mx) * g
-    return _finish_point(tanh_over(t) * g * mx, out, c)
+    # M scaled by an exact power of two (undone in the length, never in the direction): a
+    # matrix of any finite size gives a finite product.
+    s1, s2 = pow2_factors(mm.detach().abs().amax())
+    gmx = artanh_over(u) * F.linear(xx, mm * s1 * s2)
+    return _finish_point(_tanh_map(gmx, norm(gmx), sc, 1 / (s1 * s2)), out, c)
 
 
 def _gyration(a: Tensor, b: Tensor, u: Tensor, c: Tensor, precise: bool) -> Tensor:
@@ -438,6 +467,24 @@ def gyration(a: Tensor, b: Tensor, u: Tensor, *, c: Curvature = 1.0) -> Tensor:
 # ---------------------------------------------------------------------------------------------
 
 
+def _tanh_map(v: Tensor, n: Tensor, sc: Tensor, sigma: Tensor | None = None) -> Tensor:
+    r""":math:`\tanh(t)\,\hat v/s_c` with :math:`t = s_c\sigma n` and :math:`\hat v = v/n`
+    (``n = |v|``, ``sigma`` an exact power-of-two scale of ``v``, default 1): the point at
+    hyperbolic radius :math:`2t/s_c` in the direction of ``v``.
+
+    Short steps (``t <= 1``) use :math:`\tanh(t)/t \cdot \sigma v`, exact at ``v = 0``;
+    long ones the unit vector, so that no vector is too long: any finite ``t`` (even one that
+    overflows to ``inf``) gives a point on the outermost shell, not the origin. Both forms are
+    evaluated at safe arguments, so gradients stay finite.
+    """
+    t = sc * n if sigma is None else sc * sigma * n
+    big = t > 1
+    t_short = torch.where(big, torch.zeros_like(t), t)
+    short = tanh_over(t_short) * (v if sigma is None else v * sigma)
+    long = torch.tanh(t) / sc * (v / torch.where(big, n, torch.ones_like(n)))
+    return torch.where(big, long, short)
+
+
 def expmap0(v: Tensor, *, c: Curvature = 1.0) -> Tensor:
     r"""Exponential map at the origin: :math:`\exp_0(v) = \tanh(s_c|v|)\,v/(s_c|v|)`.
 
@@ -452,8 +499,7 @@ def expmap0(v: Tensor, *, c: Curvature = 1.0) -> Tensor:
         ``(..., D)`` point strictly inside the ball.
     """
     out, _, cc, (vv,) = prepare(c, v=v)
-    t = cc.sqrt() * norm(vv)
-    return _finish_point(tanh_over(t) * vv, out, c)
+    return _finish_point(_tanh_map(vv, norm(vv), cc.sqrt()), out, c)
 
 
 def expmap0_add(u: Tensor, b: Tensor, *, c: Curvature = 1.0) -> Tensor:
@@ -582,8 +628,13 @@ def expmap(x: Tensor, v: Tensor, *, c: Curvature = 1.0) -> Tensor:
     out, _, cc, (xx, vv) = prepare(c, wide=True, x=x, v=v)
     sc = cc.sqrt()
     bx = gap_precise(xx, cc, out == torch.float64)
-    t = sc * norm(vv) / bx
-    w = tanh_over(t) * vv / bx
+    n = norm(vv)
+    t = sc * n / bx
+    # w = tanh(t) v/(s_c |v|): from the unit vector for long steps (no v/B_x, which overflows
+    # for huge v), from tanh(t)/t for short ones (exact at v = 0); both at safe arguments.
+    big = t > 1
+    short = tanh_over(torch.where(big, torch.zeros_like(t), t)) * vv / bx
+    w = torch.where(big, torch.tanh(t) / sc * (vv / torch.where(big, n, torch.ones_like(n))), short)
     q = torch.exp(-2 * t)
     bw = 4 * q / ((1 + q) * (1 + q))  # sech^2 t, with finite gradients for huge t
     s = xx + w
@@ -592,7 +643,8 @@ def expmap(x: Tensor, v: Tensor, *, c: Curvature = 1.0) -> Tensor:
     res = (bx * s + css * xx) / den
     if out == torch.float64:
         # Values in double-double; gradients from the formula above (they differ by rounding).
-        res = res + (dd_expmap(xx, vv, cc) - res).detach()
+        s1, s2 = pow2_factors(vv.detach().abs().amax(dim=-1, keepdim=True))
+        res = res + (dd_expmap(xx, vv * s1 * s2, cc, 1 / (s1 * s2)) - res).detach()
     return _finish_point(res, out, c)
 
 
@@ -622,8 +674,8 @@ def logmap(x: Tensor, y: Tensor, *, c: Curvature = 1.0) -> Tensor:
     check_last_dims(x=x, y=y)
     out, _, cc, (xx, yy) = prepare(c, wide=True, x=x, y=y)
     sc = cc.sqrt()
-    bx = gap_precise(xx, cc, out == torch.float64)
-    by = gap_precise(yy, cc, out == torch.float64)
+    bx = gap_precise(xx, cc, out == torch.float64, _limit(out))
+    by = gap_precise(yy, cc, out == torch.float64, _limit(out))
     s = yy - xx
     ss = sqnorm(s)
     xs = dot(xx, s)
@@ -727,7 +779,7 @@ def pairwise_dist(x: Tensor, y: Tensor, *, c: Curvature = 1.0, squared: bool = F
         if t.dim() < 2:
             raise ValueError(f"{name} must have shape (..., N, D), got {tuple(t.shape)}")
     check_last_dims(x=x, y=y)
-    out, comp, cc, (xx, yy) = prepare(c, x=x, y=y)
+    out, comp, cc, (xx, yy) = prepare(c, broadcast=False, x=x, y=y)
     batch = torch.broadcast_shapes(  # type: ignore[no-untyped-call]
         xx.shape[:-2], yy.shape[:-2]
     )
@@ -754,7 +806,18 @@ def pairwise_dist(x: Tensor, y: Tensor, *, c: Curvature = 1.0, squared: bool = F
     # Clamping at the smallest normal keeps sqrt's derivative finite at the recomputed pairs.
     tiny = torch.finfo(torch.float64).tiny
     t = (z.clamp(min=tiny).sqrt() if grad else z.clamp_(min=tiny).sqrt_()).to(comp)
-    if bool(close.any()):
+    if not host_branches(xx, yy, cc):
+        # Branch-free (traced) form: every pair's difference, in chunks of rows of bounded
+        # memory, taken where the expansion has cancelled.
+        rows = max(1, _PAIR_CHUNK // max(1, m * d * math.prod(batch)))
+        ratio = torch.sqrt((cc / bx) * (1 / by).mT)  # (..., N, M)
+        parts = []
+        for start in range(0, n, rows):
+            xs = xx[..., start : start + rows, :].unsqueeze(-2)
+            parts.append(norm(xs - yy.unsqueeze(-3)).squeeze(-1))
+        e = torch.cat(parts, dim=-2) if parts else ratio
+        t = torch.where(close, (e * ratio).to(t.dtype), t)
+    elif bool(close.any()):
         idx = close.reshape(-1).nonzero().squeeze(-1)
         xf, yf = xx.reshape(-1, n, d), yy.reshape(-1, m, d)
         rbx = (cc / bx).expand(*batch, n, 1).reshape(-1, n)
@@ -799,8 +862,8 @@ def transp(x: Tensor, y: Tensor, v: Tensor, *, c: Curvature = 1.0) -> Tensor:
     """
     check_last_dims(x=x, y=y, v=v)
     out, _, cc, (xx, yy, vv) = prepare(c, wide=True, x=x, y=y, v=v)
-    bx = gap_precise(xx, cc, out == torch.float64)
-    by = gap_precise(yy, cc, out == torch.float64)
+    bx = gap_precise(xx, cc, out == torch.float64, _limit(out))
+    by = gap_precise(yy, cc, out == torch.float64, _limit(out))
     return (by / bx * _gyration(yy, -xx, vv, cc, out == torch.float64)).to(out)
 
 
@@ -905,26 +968,35 @@ def einstein_midpoint(
                 f"weights of shape {tuple(weights.shape)} do not broadcast against the points' "
                 f"shape {tuple(x.shape[:-1])} (x without its last dimension)"
             ) from err
-        with torch.no_grad():
-            if not bool(torch.isfinite(weights).all()) or bool((weights < 0).any()):
-                raise ValueError("weights must be finite and non-negative")
+        if host_branches(weights):
+            with torch.no_grad():
+                if not bool(torch.isfinite(weights).all()) or bool((weights < 0).any()):
+                    raise ValueError("weights must be finite and non-negative")
         w_full = weights.expand(shape).movedim(d, -1)
     if w_full is None:
-        out, _, cc, (xm,) = prepare(c, x=xm)
+        out, _, cc, (xm,) = prepare(c, broadcast=False, x=xm)
         w = torch.ones_like(xm[..., 0])
     else:
-        out, _, cc, (xm, w) = prepare(c, x=xm, weights=w_full)
+        out, _, cc, (xm, w) = prepare(c, broadcast=False, x=xm, weights=w_full)
+        # The midpoint does not depend on the scale of the weights: divide them by the power of
+        # two nearest their largest, so that neither huge nor subnormal weights lose anything.
+        s1, s2 = pow2_factors(w.amax(dim=-1, keepdim=True))
+        w = w * s1 * s2
     cx = cc.unsqueeze(-2) if cc.dim() > 0 else cc
     _, _, b = gap(xm, cx.sqrt())
     om = w.unsqueeze(-1) / b  # (..., N, 1)
     big_om = om.sum(dim=-2)  # (..., 1)
     big_w = w.sum(dim=-1, keepdim=True)
-    safe = torch.where(big_om > 0, big_om, torch.ones_like(big_om))
+    # All-zero weights: the origin, with zero gradients (every square root and quotient below
+    # is evaluated at a safe 1 there, so no 0 * inf reaches the backward pass).
+    dead = big_om <= 0
+    one = torch.ones_like(big_om)
+    safe = torch.where(dead, one, big_om)
     xbar = (om * xm).sum(dim=-2) / safe
     spread = (om * sqnorm(xm - xbar.unsqueeze(-2))).sum(dim=-2)
-    den = 2 * big_om - big_w + torch.sqrt(big_w * big_w + 4 * cc * big_om * spread)
-    den = torch.where(den > 0, den, torch.ones_like(den))
-    p = 2 * big_om * xbar / den
+    disc = torch.where(dead, one, big_w * big_w + 4 * cc * big_om * spread)
+    den = torch.where(dead, one, 2 * big_om - big_w + torch.sqrt(disc))
+    p = torch.where(dead, torch.zeros_like(xbar), 2 * big_om * xbar / den)
     res = _finish_point(p, out, c)
     return res.unsqueeze(d) if keepdim else res
 
@@ -972,7 +1044,7 @@ def poincare_to_lorentz(x: Tensor, *, c: Curvature = 1.0) -> Tensor:
     """
     out, _, cc, (xx,) = prepare(c, wide=True, x=x)
     sc = cc.sqrt()
-    b = gap_precise(xx, cc, out == torch.float64)
+    b = gap_precise(xx, cc, out == torch.float64, _limit(out))
     h0 = (1 + cc * sqnorm(xx)) / (sc * b)
     return _on_upper_sheet(h0, (2 * xx / b).to(out), cc, out)
 
@@ -1010,4 +1082,13 @@ def lorentz_to_poincare(h: Tensor, *, c: Curvature = 1.0) -> Tensor:
     if h.shape[-1] < 2:
         raise ValueError(f"h must have last dimension >= 2 (time + space), got {h.shape[-1]}")
     out, _, cc, (hh,) = prepare(c, h=h)
-    return _finish_point(hh[..., 1:] / (1 + cc.sqrt() * hh[..., :1]), out, c)
+    h0 = hh[..., :1]
+    if host_branches(hh):
+        with torch.no_grad():
+            if not bool((h0 > 0).all()):
+                raise ValueError(
+                    "h must lie on the upper sheet of the hyperboloid (time coordinate h[..., 0] "
+                    "> 0); got points with h[..., 0] <= 0"
+                )
+    # (Traced code does not check: a point of the lower sheet is read as its mirror image.)
+    return _finish_point(hh[..., 1:] / (1 + cc.sqrt() * h0.abs()), out, c)

@@ -76,6 +76,7 @@ from torch import Tensor
 from torch.utils.checkpoint import checkpoint
 
 from .. import functional as PF
+from .._checks import host_branches
 from .._fused import (
     _sqrt,
     cosh_score,
@@ -257,7 +258,7 @@ def _prepare_mask(
     if is_causal:
         mask = mask.masked_fill(_causal_mask(n, m, device), float("-inf"))
     dead_rows = torch.isneginf(mask).all(dim=-1, keepdim=True)
-    if bool(dead_rows.any()):
+    if not host_branches(mask) or bool(dead_rows.any()):
         return mask.masked_fill(dead_rows, 0.0), dead_rows
     return mask, None
 
@@ -650,7 +651,13 @@ def multi_head_attention_forward(
             first = [_heads_first(p) for p in per_group]
             return list(first[0].unbind(0)) if fused else [p[0] for p in first]
 
-        if path != "points":
+        # Float32 Lorentz coordinates serve calls whose points all lie within FAR_COSH; that is
+        # a data-dependent test, so traced code (see poincare._checks.host_branches) takes the
+        # far-out form, exact for every input, straight away.
+        lorentz = path != "points" and (
+            dtype == torch.float64 or host_branches(*(z for z, _ in heads))
+        )
+        if lorentz:
             wide = path == "gram"
             hs = [
                 expmap0_add_lorentz_raw(

@@ -1,0 +1,259 @@
+"""PyTorch's program transforms run every op and module: ``torch.compile(fullgraph=True)``
+(forward and backward), ``torch.func.vmap``/``grad`` and ``torch.export``, with the results of
+eager code.
+
+The cheap backends (``eager``, ``aot_eager``) trace with Dynamo and AOTAutograd exactly as
+inductor does, without its code generation, which keeps this file within the test budget; one
+test compiles a module with inductor.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import pytest
+import torch
+from torch import Tensor
+
+import poincare
+import poincare.nn as hnn
+
+B, D = 3, 4
+
+
+def _points(*shape: int, scale: float = 0.3, seed: int = 0) -> Tensor:
+    g = torch.Generator().manual_seed(seed)
+    v = torch.randn(*shape, generator=g, dtype=torch.float64) * scale
+    return poincare.expmap0(v).to(torch.float32)
+
+
+def _tangent(*shape: int, seed: int = 1) -> Tensor:
+    g = torch.Generator().manual_seed(seed)
+    return torch.randn(*shape, generator=g, dtype=torch.float64).to(torch.float32)
+
+
+def _far(*shape: int, seed: int = 2) -> Tensor:
+    """Points out to the outermost float32 shell (the precision fallbacks' territory)."""
+    g = torch.Generator().manual_seed(seed)
+    v = torch.randn(*shape, generator=g, dtype=torch.float64)
+    radius = torch.rand(*shape[:-1], 1, generator=g, dtype=torch.float64) * 10
+    return poincare.expmap0(v / torch.linalg.vector_norm(v, dim=-1, keepdim=True) * radius).to(
+        torch.float32
+    )
+
+
+def _inputs() -> dict[str, tuple[Callable[..., Tensor], tuple[Tensor, ...]]]:
+    x, y, v = _far(B, D), _points(B, D, seed=3), _tangent(B, D)
+    m = _tangent(5, D, seed=4)
+    w = torch.rand(B, 6, generator=torch.Generator().manual_seed(5))
+    xs = _far(B, 6, D, seed=6)
+    h = poincare.poincare_to_lorentz(y)
+    return {
+        "project": (lambda a: poincare.project(a * 3), (x,)),
+        "conformal_factor": (poincare.conformal_factor, (x,)),
+        "mobius_add": (poincare.mobius_add, (x, y)),
+        "mobius_sub": (poincare.mobius_sub, (x, y)),
+        "mobius_scalar_mul": (lambda a: poincare.mobius_scalar_mul(1.7, a), (x,)),
+        "mobius_scalar_mul_tensor": (
+            lambda r, a: poincare.mobius_scalar_mul(r, a),
+            (w[:, :1], x),
+        ),
+        "mobius_matvec": (poincare.mobius_matvec, (m, x)),
+        "expmap0": (poincare.expmap0, (v,)),
+        "logmap0": (poincare.logmap0, (x,)),
+        "expmap": (poincare.expmap, (x, v)),
+        "logmap": (poincare.logmap, (x, y)),
+        "dist": (poincare.dist, (x, y)),
+        "dist0": (poincare.dist0, (x,)),
+        "pairwise_dist": (poincare.pairwise_dist, (xs, xs)),
+        "gyration": (poincare.gyration, (x, y, v)),
+        "transp": (poincare.transp, (x, y, v)),
+        "transp0": (poincare.transp0, (y, v)),
+        "egrad2rgrad": (poincare.egrad2rgrad, (x, v)),
+        "einstein_midpoint": (poincare.einstein_midpoint, (xs, w)),
+        "poincare_to_klein": (poincare.poincare_to_klein, (x,)),
+        "klein_to_poincare": (poincare.klein_to_poincare, (y,)),
+        "poincare_to_lorentz": (poincare.poincare_to_lorentz, (x,)),
+        "lorentz_to_poincare": (poincare.lorentz_to_poincare, (h,)),
+        "expmap0_add": (poincare.expmap0_add, (v, v * 0.5)),
+        "expmap0_add_lorentz": (poincare.expmap0_add_lorentz, (v, v * 0.5)),
+        "tensor_c": (
+            lambda a, b, c: (
+                poincare.dist(a, b, c=c) + poincare.dist0(poincare.mobius_add(a, b, c=c), c=c)
+            ),
+            (x, y, torch.tensor(1.5)),
+        ),
+        "upcast": (poincare.upcast(torch.float64)(poincare.logmap), (x, y)),
+    }
+
+
+INPUTS = _inputs()
+
+
+def _leaves(args: tuple[Tensor, ...]) -> list[Tensor]:
+    return [a.detach().clone().requires_grad_(True) for a in args]
+
+
+def _forward_backward(fn: Callable[..., Tensor], args: tuple[Tensor, ...]) -> list[Tensor]:
+    leaves = _leaves(args)
+    out = fn(*leaves)
+    weight = torch.linspace(0.5, 1.5, out.numel()).reshape(out.shape).to(out.dtype)
+    grads = torch.autograd.grad((out * weight).sum(), leaves, allow_unused=True)
+    return [
+        out.detach(),
+        *[torch.zeros_like(a) if g is None else g for g, a in zip(grads, leaves, strict=True)],
+    ]
+
+
+def _assert_close(got: list[Tensor], want: list[Tensor], name: str) -> None:
+    for i, (g, w) in enumerate(zip(got, want, strict=True)):
+        assert g.dtype == w.dtype and g.shape == w.shape, f"{name}[{i}]: {g.shape} vs {w.shape}"
+        torch.testing.assert_close(g, w, rtol=1e-5, atol=1e-6, msg=f"{name}: output {i}")
+
+
+@pytest.mark.parametrize("name", sorted(INPUTS))
+def test_compile_fullgraph_op(name: str) -> None:
+    """One graph, forward and backward (AOTAutograd traces the backward too), equal to eager."""
+    torch._dynamo.reset()
+    fn, args = INPUTS[name]
+    compiled = torch.compile(fn, fullgraph=True, backend="aot_eager")
+    _assert_close(_forward_backward(compiled, args), _forward_backward(fn, args), name)
+
+
+def test_compile_three_ops_one_graph() -> None:
+    """The three-op function of the issue: one graph, no break."""
+    torch._dynamo.reset()
+
+    def f(x: Tensor, y: Tensor) -> Tensor:
+        return poincare.dist(x, y) + poincare.dist0(poincare.mobius_add(x, y))
+
+    x, y = _far(B, D), _points(B, D)
+    explain = torch._dynamo.explain(f)(x, y)
+    assert explain.graph_count == 1 and explain.graph_break_count == 0, explain.break_reasons
+
+
+# vmap: every op over a batch dimension that the op itself never sees.
+VMAP_SKIP: set[str] = set()
+
+
+@pytest.mark.parametrize("name", sorted(set(INPUTS) - VMAP_SKIP))
+def test_vmap_op(name: str) -> None:
+    fn, args = INPUTS[name]
+    batched = tuple(torch.stack([a, a.flip(0) if a.dim() > 0 else a]) for a in args)
+    got = torch.func.vmap(fn)(*batched)
+    want = torch.stack([fn(*(b[i] for b in batched)) for i in range(2)])
+    torch.testing.assert_close(got, want, rtol=1e-5, atol=1e-6)
+
+
+def test_vmap_grad_dist() -> None:
+    x, y = _far(B, D), _points(B, D)
+    g = torch.func.vmap(torch.func.grad(lambda a, b: poincare.dist(a, b)))(x, y)
+    a = x.clone().requires_grad_(True)
+    (want,) = torch.autograd.grad(poincare.dist(a, y).sum(), a)
+    torch.testing.assert_close(g, want)
+
+
+def test_grad_of_every_scalar_op() -> None:
+    """``torch.func.grad`` (functorch's autograd) agrees with ``torch.autograd``."""
+    for name, (fn, args) in INPUTS.items():
+
+        def total(*a: Tensor, fn: Callable[..., Tensor] = fn) -> Tensor:
+            return fn(*a).sum()
+
+        grads = torch.func.grad(total, argnums=tuple(range(len(args))))(*args)
+        leaves = _leaves(args)
+        want = torch.autograd.grad(fn(*leaves).sum(), leaves, allow_unused=True)
+        for g, w, a in zip(grads, want, leaves, strict=True):
+            torch.testing.assert_close(g, torch.zeros_like(a) if w is None else w, msg=name)
+
+
+# ---------------------------------------------------------------------------------------------
+# Modules
+# ---------------------------------------------------------------------------------------------
+
+
+def _modules() -> dict[str, tuple[torch.nn.Module, tuple[Tensor, ...]]]:
+    torch.manual_seed(0)
+    x = _points(2, 5, 8, seed=7)
+    conv_in = torch.randn(2, 3, 6, 4, 4)  # (B, T, C, H, W)
+    ball = poincare.PoincareBall(1.0, learnable=True)
+    return {
+        "linear": (hnn.HyperbolicLinear(8, 6), (x,)),
+        "activation": (hnn.HyperbolicActivation(torch.nn.Tanh()), (x,)),
+        "layer_norm": (hnn.HyperbolicLayerNorm(8), (x,)),
+        "feed_forward": (hnn.HyperbolicFeedForward(8, 16, dropout=0.0), (x,)),
+        "positional": (hnn.HyperbolicPositionalEncoding(8, max_len=16), (x,)),
+        "attention_cosh": (
+            hnn.HyperbolicMultiHeadAttention(8, 2, score="cosh", batch_first=True),
+            (x, x, x),
+        ),
+        "attention_distance": (
+            hnn.HyperbolicMultiHeadAttention(8, 2, score="distance", batch_first=True),
+            (x, x, x),
+        ),
+        "block": (hnn.HyperbolicTransformerBlock(8, 2, 16, dropout=0.0), (x,)),
+        "transformer": (hnn.HyperbolicTransformer(8, 2, 2, 16, dropout=0.0, c=ball), (x,)),
+        "conv_transformer": (
+            hnn.ConvHyperbolicTransformer(6, 8, num_heads=2, num_layers=1, dropout=0.0),
+            (conv_in,),
+        ),
+    }
+
+
+MODULES = _modules()
+
+
+def _module_fn(module: torch.nn.Module) -> Callable[..., Tensor]:
+    def run(*args: Tensor) -> Tensor:
+        out = module(*args)
+        return out[0] if isinstance(out, tuple) else out
+
+    return run
+
+
+def _module_forward_backward(module: torch.nn.Module, args: tuple[Tensor, ...]) -> list[Tensor]:
+    module.zero_grad()
+    leaves = _leaves(args)
+    out = _module_fn(module)(*leaves)
+    out.square().sum().backward()
+    grads = [p.grad.clone() for p in module.parameters() if p.grad is not None]
+    return [out.detach(), *grads, *(a.grad for a in leaves if a.grad is not None)]
+
+
+@pytest.mark.parametrize("name", sorted(MODULES))
+def test_compile_fullgraph_module(name: str) -> None:
+    torch._dynamo.reset()
+    module, args = MODULES[name]
+    module.train()
+    want = _module_forward_backward(module, args)
+    compiled = torch.compile(module, fullgraph=True, backend="aot_eager")
+    got = _module_forward_backward(compiled, args)  # type: ignore[arg-type]
+    _assert_close(got, want, name)
+
+
+def test_attention_one_graph() -> None:
+    torch._dynamo.reset()
+    module, args = MODULES["attention_distance"]
+    explain = torch._dynamo.explain(_module_fn(module))(*args)
+    assert explain.graph_count == 1 and explain.graph_break_count == 0, explain.break_reasons
+
+
+def test_inductor_module() -> None:
+    """One module through the default (inductor) backend, forward and backward."""
+    torch._dynamo.reset()
+    module, args = MODULES["block"]
+    want = _module_forward_backward(module, args)
+    got = _module_forward_backward(torch.compile(module, fullgraph=True), args)  # type: ignore[arg-type]
+    _assert_close(got, want, "block")
+
+
+@pytest.mark.parametrize("name", ["attention_cosh", "attention_distance", "transformer"])
+def test_export_module(name: str) -> None:
+    module, args = MODULES[name]
+    module.eval()
+    exported = torch.export.export(module, args)
+    got = exported.module()(*args)
+    want = module(*args)
+    g = got[0] if isinstance(got, tuple) else got
+    w = want[0] if isinstance(want, tuple) else want
+    torch.testing.assert_close(g, w)
