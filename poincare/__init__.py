@@ -16,17 +16,22 @@ transformer, ...) live in :mod:`poincare.nn`.
 
 from ._checks import curvature_range
 from ._precision import compute_dtype, current_upcast, upcast
+from .distributions import WrappedNormal
 from .functional import (
     check_point,
     conformal_factor,
     dist,
     dist0,
+    dist2plane,
     egrad2rgrad,
     einstein_midpoint,
     expmap,
     expmap0,
     expmap0_add,
     expmap0_add_lorentz,
+    frechet_mean,
+    geodesic,
+    geodesic_unit,
     gyration,
     klein_to_poincare,
     logmap,
@@ -34,6 +39,7 @@ from .functional import (
     lorentz_to_poincare,
     max_radius,
     mobius_add,
+    mobius_fn_apply,
     mobius_matvec,
     mobius_scalar_mul,
     mobius_sub,
@@ -50,6 +56,7 @@ __version__ = "0.1.0"
 
 __all__ = [
     "PoincareBall",
+    "WrappedNormal",
     "check_point",
     "compute_dtype",
     "conformal_factor",
@@ -57,12 +64,16 @@ __all__ = [
     "curvature_range",
     "dist",
     "dist0",
+    "dist2plane",
     "egrad2rgrad",
     "einstein_midpoint",
     "expmap",
     "expmap0",
     "expmap0_add",
     "expmap0_add_lorentz",
+    "frechet_mean",
+    "geodesic",
+    "geodesic_unit",
     "gyration",
     "klein_to_poincare",
     "logmap",
@@ -70,6 +81,7 @@ __all__ = [
     "lorentz_to_poincare",
     "max_radius",
     "mobius_add",
+    "mobius_fn_apply",
     "mobius_matvec",
     "mobius_scalar_mul",
     "mobius_sub",

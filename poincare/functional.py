@@ -76,12 +76,16 @@ __all__ = [
     "conformal_factor",
     "dist",
     "dist0",
+    "dist2plane",
     "egrad2rgrad",
     "einstein_midpoint",
     "expmap",
     "expmap0",
     "expmap0_add",
     "expmap0_add_lorentz",
+    "frechet_mean",
+    "geodesic",
+    "geodesic_unit",
     "gyration",
     "klein_to_poincare",
     "logmap",
@@ -89,6 +93,7 @@ __all__ = [
     "lorentz_to_poincare",
     "max_radius",
     "mobius_add",
+    "mobius_fn_apply",
     "mobius_matvec",
     "mobius_scalar_mul",
     "mobius_sub",
@@ -127,10 +132,11 @@ def _project(x: Tensor, c: Tensor) -> Tensor:
     scale = torch.where(over, m / torch.where(over, n, torch.ones_like(n)), torch.ones_like(n))
     y = (xd * scale).to(dtype)
     # Rounding the rescaled coordinates can carry a point across the boundary: retry those
-    # with targets a few half-ulps further in until the stored point is strictly inside (every
-    # step, branch-free, when traced).
+    # with targets a few half-ulps further in until the stored point is strictly inside. Eager
+    # code stops at the first step that leaves no point outside; traced code (which cannot stop
+    # early, and whose graph grows with every exact test) takes two steps, 2 and 64 half-ulps.
     step = torch.finfo(dtype).eps / 2
-    for k in (1, 2, 3, 4, 6, 8, 12, 16, 32, 64):
+    for k in (1, 2, 3, 4, 6, 8, 12, 16, 32, 64) if host else (2, 64):
         out = exact_outside(y, c)
         if host and not bool(out.any()):
             break
@@ -1092,3 +1098,11 @@ def lorentz_to_poincare(h: Tensor, *, c: Curvature = 1.0) -> Tensor:
                 )
     # (Traced code does not check: a point of the lower sheet is read as its mirror image.)
     return _finish_point(hh[..., 1:] / (1 + cc.sqrt() * h0.abs()), out, c)
+
+
+# Ops whose kernels live in their own modules (they build on the ops above, so they are
+# imported last): the gyroplane distance, geodesics, Möbius versions of functions, the Fréchet
+# mean.
+from ._frechet import frechet_mean  # noqa: E402
+from ._geodesic import geodesic, geodesic_unit, mobius_fn_apply  # noqa: E402
+from ._gyroplane import dist2plane  # noqa: E402

@@ -1336,5 +1336,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     return 1 if failing else 0
 
 
+# The rows of the ops whose draws live in their own modules (gyroplanes and geodesics, the
+# wrapped normal, the Fréchet mean). Those modules import this one and add their rows to OPS
+# themselves when they are imported first; here they are added when this module is.
+from . import report_distributions, report_means, report_planes  # noqa: E402
+
+for _rows in (report_planes, report_distributions, report_means):
+    OPS.update({spec.name: spec for spec in getattr(_rows, "SPECS", [])})
+
+
 if __name__ == "__main__":
     sys.exit(main())

@@ -16,6 +16,7 @@ from .layers import (
     HyperbolicLinear,
     HyperbolicPositionalEncoding,
 )
+from .mlr import HyperbolicMLR
 from .transformer import (
     ConvHyperbolicTransformer,
     HyperbolicTransformer,
@@ -28,6 +29,7 @@ __all__ = [
     "HyperbolicFeedForward",
     "HyperbolicLayerNorm",
     "HyperbolicLinear",
+    "HyperbolicMLR",
     "HyperbolicMultiHeadAttention",
     "HyperbolicPositionalEncoding",
     "HyperbolicTransformer",
