@@ -68,7 +68,11 @@ def asinh(t: Tensor) -> Tensor:
     several times faster than ``torch.asinh`` on the CPU. Beyond ``t = 1/sqrt(eps)``, where
     ``t^2`` could overflow, ``asinh(t) = log(2t) + O(1/t^2)`` is exact to rounding.
     """
-    big = t > 1 / math.sqrt(torch.finfo(t.dtype).eps)
+    limit = 1 / math.sqrt(torch.finfo(t.dtype).eps)
+    if host_branches(t) and (t.numel() == 0 or not bool(t.detach().amax() > limit)):
+        t2 = t * t
+        return torch.log1p(t + t2 / (1 + torch.sqrt(1 + t2)))
+    big = t > limit
     ts = torch.where(big, torch.ones_like(t), t)
     t2 = ts * ts
     near = torch.log1p(ts + t2 / (1 + torch.sqrt(1 + t2)))
@@ -138,9 +142,13 @@ def norm(x: Tensor) -> Tensor:
     if not host_branches(x):
         return _scaled_norm(x)
     n: Tensor = torch.linalg.vector_norm(x, dim=-1, keepdim=True)
+    if n.numel() == 0:
+        return n
     info = torch.finfo(x.dtype)
-    bad = (n < math.sqrt(info.tiny) / info.eps) | torch.isinf(n)
-    if bool(bad.any()):
+    limit = math.sqrt(info.tiny) / info.eps
+    lo, hi = torch.aminmax(n.detach())
+    if bool((lo < limit) | torch.isinf(hi)):
+        bad = (n < limit) | torch.isinf(n)
         n = torch.where(bad, _scaled_norm(x), n)
     return n
 

@@ -371,9 +371,9 @@ def mobius_scalar_mul(r: float | Tensor, x: Tensor, *, c: Curvature = 1.0) -> Te
     # |r a| > 1: tanh(r a) x/u, so that no huge r (whose r a overflows) multiplies a vanishing
     # tanh(r a)/(r a); the other form is exact at x = 0 and r = 0. Both at safe arguments.
     big = ra.abs() > 1
-    short = rr * tanh_over(torch.where(big, torch.zeros_like(ra), ra)) * artanh_over(u) * xx
-    long = torch.tanh(ra) / torch.where(big, u, torch.ones_like(u)) * xx
-    return _finish_point(torch.where(big, long, short), out, c)
+    short = rr * tanh_over(torch.where(big, torch.zeros_like(ra), ra)) * artanh_over(u)
+    long = torch.tanh(ra) / torch.where(big, u, torch.ones_like(u))
+    return _finish_point(torch.where(big, long, short) * xx, out, c)
 
 
 def mobius_matvec(m: Tensor, x: Tensor, *, c: Curvature = 1.0) -> Tensor:
@@ -478,17 +478,21 @@ def _tanh_map(v: Tensor, n: Tensor, sc: Tensor, sigma: Tensor | None = None) -> 
     (``n = |v|``, ``sigma`` an exact power-of-two scale of ``v``, default 1): the point at
     hyperbolic radius :math:`2t/s_c` in the direction of ``v``.
 
-    Short steps (``t <= 1``) use :math:`\tanh(t)/t \cdot \sigma v`, exact at ``v = 0``;
-    long ones the unit vector, so that no vector is too long: any finite ``t`` (even one that
-    overflows to ``inf``) gives a point on the outermost shell, not the origin. Both forms are
-    evaluated at safe arguments, so gradients stay finite.
+    Short steps (``t <= 1``) use the factor :math:`\tanh(t)/t \cdot \sigma`, exact at
+    ``v = 0``; long ones :math:`\tanh(t)/(s_c n)`, which never multiplies a vanishing
+    :math:`\tanh(t)/t` by a huge vector: any finite ``t`` (even one that overflows to ``inf``)
+    gives a point on the outermost shell, not the origin. Both factors are evaluated at safe
+    arguments, so gradients stay finite; the vector is multiplied once.
     """
     t = sc * n if sigma is None else sc * sigma * n
     big = t > 1
-    t_short = torch.where(big, torch.zeros_like(t), t)
-    short = tanh_over(t_short) * (v if sigma is None else v * sigma)
-    long = torch.tanh(t) / sc * (v / torch.where(big, n, torch.ones_like(n)))
-    return torch.where(big, long, short)
+    one = torch.ones_like(t)
+    short = tanh_over(torch.where(big, 0 * one, t))
+    if sigma is not None:
+        short = short * sigma
+    # one factor per row, so that the vector is multiplied once
+    long = torch.tanh(t) / (sc * torch.where(big, n, one))
+    return torch.where(big, long, short) * v
 
 
 def expmap0(v: Tensor, *, c: Curvature = 1.0) -> Tensor:
@@ -639,8 +643,9 @@ def expmap(x: Tensor, v: Tensor, *, c: Curvature = 1.0) -> Tensor:
     # w = tanh(t) v/(s_c |v|): from the unit vector for long steps (no v/B_x, which overflows
     # for huge v), from tanh(t)/t for short ones (exact at v = 0); both at safe arguments.
     big = t > 1
-    short = tanh_over(torch.where(big, torch.zeros_like(t), t)) * vv / bx
-    w = torch.where(big, torch.tanh(t) / sc * (vv / torch.where(big, n, torch.ones_like(n))), short)
+    one = torch.ones_like(t)
+    short = tanh_over(torch.where(big, 0 * one, t)) / bx
+    w = torch.where(big, torch.tanh(t) / (sc * torch.where(big, n, one)), short) * vv
     q = torch.exp(-2 * t)
     bw = 4 * q / ((1 + q) * (1 + q))  # sech^2 t, with finite gradients for huge t
     s = xx + w
