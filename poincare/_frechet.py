@@ -247,7 +247,7 @@ class _Terms:
 def _linear_solve(h: Tensor, b: Tensor) -> Tensor:
     """``h^{-1} b`` for (..., D, D) positive definite ``h`` and (..., D) ``b``, without the
     error check (a host synchronisation) of ``torch.linalg.solve``."""
-    sol, _ = torch.linalg.solve_ex(h, b.unsqueeze(-1))
+    sol: Tensor = torch.linalg.solve_ex(h, b.unsqueeze(-1))[0]
     return sol.squeeze(-1)
 
 
@@ -318,9 +318,7 @@ class _FrechetMean(torch.autograd.Function):
     generate_vmap_rule = True
 
     @staticmethod
-    def forward(  # type: ignore[override]
-        x: Tensor, w: Tensor, c: Tensor, dead: Tensor, steps: int, precise: bool
-    ) -> Tensor:
+    def forward(x: Tensor, w: Tensor, c: Tensor, dead: Tensor, steps: int, precise: bool) -> Tensor:
         return _solve_mean(x, w, c, dead, steps, precise)
 
     @staticmethod
@@ -330,7 +328,7 @@ class _FrechetMean(torch.autograd.Function):
         ctx.precise = precise
 
     @staticmethod
-    def backward(ctx: Any, grad_m: Tensor) -> tuple[Tensor | None, ...]:  # type: ignore[override]
+    def backward(ctx: Any, grad_m: Tensor) -> tuple[Tensor | None, ...]:
         x, w, c, dead, m = ctx.saved_tensors
         precise: bool = ctx.precise
         pc = _pc(c)
@@ -462,8 +460,10 @@ def frechet_mean(
     steps = NEWTON_STEPS.get(out, NEWTON_STEPS[torch.float32])
     precise = out == torch.float64
     m: Tensor = _FrechetMean.apply(xx, ww, cc, dead, steps, precise)  # type: ignore[no-untyped-call]
+    # Round onto the representable ball of ``out`` (values only: the gradient is the mean's).
     res = m.to(out)
-    res = project(res.detach(), c=c) + (res - res.detach())
+    c_exact = c.detach() if isinstance(c, Tensor) else c
+    res = project(res.detach(), c=c_exact) + (res - res.detach())
     if keepdim:
         res = res.unsqueeze(-2).movedim(-2, d_neg)
     return res

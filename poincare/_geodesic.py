@@ -65,10 +65,9 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from . import _dd as dd
 from ._checks import Curvature, check_last_dims, check_tensor, prepare
 from ._gyroplane import pow2_scale, unit_direction
-from ._numerics import asinh, gap_precise, max_norm, norm, sqnorm
+from ._numerics import asinh, dd_expmap, gap_precise, max_norm, norm, sqnorm
 from ._precision import compute_dtype
 from .functional import _finish_point, expmap0, logmap0
 
@@ -203,42 +202,14 @@ def geodesic(t: float | Tensor, x: Tensor, y: Tensor, *, c: Curvature = 1.0) -> 
 
 
 def _dd_geodesic_unit(x: Tensor, v: Tensor, tau: Tensor, c: Tensor) -> Tensor:
-    """``x ⊕ tanh(tau) v̂ / s_c`` for float64 rows, in double-double (values only).
-
-    As :func:`poincare._numerics.dd_expmap` with the argument ``tau = s_c t / 2`` given instead
-    of formed from ``|v|``: the second summand ``w`` is built from its gap
-    ``g = 1 - tanh|tau| = 2/(e^{2|tau|} + 1)`` (exact to a relative ulp whatever ``tau``),
-    ``|w| = (1 - g)/s_c`` and ``v/|v|`` in double-double, so that the sum is consistent to about
-    2^-100 and only the final quotient is rounded.
-    """
+    """``x ⊕ tanh(tau) v̂ / s_c`` for float64 rows, in double-double (values only): as
+    :func:`poincare._numerics.dd_expmap`, with the argument ``|tau|`` given instead of formed
+    from ``|v|`` (and ``v`` reversed where ``tau < 0``)."""
     with torch.no_grad():
-        shape = torch.broadcast_shapes(x.shape, v.shape, tau.shape)  # type: ignore[no-untyped-call]
-        x, v = x.expand(shape), v.expand(shape)
         s1, s2 = pow2_scale(v)
         one_t = torch.ones_like(tau)
         v = v * s1 * s2 * torch.where(tau < 0, -one_t, one_t)
-        t = tau.abs().expand((*shape[:-1], 1))
-        c = c.expand((*shape[:-1], 1))
-        cdd = dd.const(c)
-        one = dd.const(torch.ones_like(c))
-        bx = dd.add(one, dd.neg(dd.mul(cdd, dd.sqnorm(dd.const(x)))))
-        nv = dd.sqrt(dd.sqnorm(dd.const(v)))
-        e = torch.exp(-2 * t)
-        g = 2 * e / (1 + e)
-        omg = dd.add(one, dd.neg(dd.const(g)))  # tanh t, consistent with g for long steps
-        short = t < 0.5
-        omg = (torch.where(short, torch.tanh(t), omg[0]), torch.where(short, 0 * t, omg[1]))
-        wn = dd.sqrt(dd.div(dd.mul(omg, omg), cdd))
-        nz = nv[0] > 0
-        safe = (torch.where(nz, nv[0], torch.ones_like(nv[0])), torch.where(nz, nv[1], 0 * nv[1]))
-        vhat = dd.div(dd.const(v), safe)
-        vhat = (torch.where(nz, vhat[0], 0 * v), torch.where(nz, vhat[1], 0 * v))
-        s = dd.add(dd.const(x), dd.mul(wn, vhat))
-        css = dd.mul(cdd, dd.sqnorm(s))
-        num = dd.add(dd.mul(bx, s), dd.mul(css, dd.const(x)))
-        den = dd.round_(css) + dd.round_(bx) * (g * (2 - g))
-        den = den.clamp(min=torch.finfo(x.dtype).tiny)
-        return dd.round_(num) / den
+        return dd_expmap(x, v, c, t=tau.abs())
 
 
 def _geodesic_unit(

@@ -38,7 +38,7 @@ import torch
 from torch import Tensor
 
 from ._checks import Curvature, check_last_dims, prepare
-from ._numerics import asinh_over, dot, gap, sqnorm
+from ._numerics import asinh_over, dot, gap, pow2_factors, sqnorm
 
 __all__ = ["dist2plane", "pow2_scale", "sinh_dist2plane", "unit_direction"]
 
@@ -48,12 +48,7 @@ def pow2_scale(a: Tensor) -> tuple[Tensor, Tensor]:
     ``a * s1 * s2`` has its largest absolute coordinate in ``[1/2, 1)`` (1 and 1 for a zero
     row). Both multiplications are exact, and neither factor overflows even for a subnormal
     row (whose single factor could)."""
-    with torch.no_grad():
-        amax = a.detach().abs().amax(dim=-1, keepdim=True)
-        _, e = torch.frexp(amax)
-        half = torch.div(e, 2, rounding_mode="floor")
-        one = torch.ones_like(amax)
-        return torch.ldexp(one, -half), torch.ldexp(one, half - e)
+    return pow2_factors(a.detach().abs().amax(dim=-1, keepdim=True))
 
 
 def unit_direction(a: Tensor, storage: torch.dtype | None = None) -> Tensor:

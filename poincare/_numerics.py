@@ -236,7 +236,9 @@ def gap_precise(x: Tensor, c: Tensor, enabled: bool = True, limit: float | None 
     return plain + (precise - plain).detach()
 
 
-def dd_expmap(x: Tensor, v: Tensor, c: Tensor, scale: Tensor | None = None) -> Tensor:
+def dd_expmap(
+    x: Tensor, v: Tensor, c: Tensor, scale: Tensor | None = None, t: Tensor | None = None
+) -> Tensor:
     """``expmap(x, v)`` for float64 rows, evaluated in double-double (values only).
 
     The exact map's condition number grows like ``exp(radius)``: the direction of the result
@@ -246,18 +248,25 @@ def dd_expmap(x: Tensor, v: Tensor, c: Tensor, scale: Tensor | None = None) -> T
     that ``x (+) w`` is evaluated consistently to about 2^-100, and only the final quotient is
     rounded. ``scale`` (an exact power of two, default 1) is the factor by which the true
     tangent vector exceeds ``v``: a huge ``v`` is passed scaled down, so its squares stay finite.
+    ``t`` (``>= 0``, (..., 1)), when given, is the step's argument itself (``x ⊕ tanh(t) v̂/s_c``,
+    the unit-speed geodesic), instead of ``s_c |v| / B_x``.
     """
     with torch.no_grad():
         shape = torch.broadcast_shapes(x.shape, v.shape)  # type: ignore[no-untyped-call]
+        if t is not None:
+            shape = torch.broadcast_shapes(shape, t.shape)  # type: ignore[no-untyped-call]
         x, v = x.expand(shape), v.expand(shape)
         c = c.expand((*shape[:-1], 1))
         cdd = dd.const(c)
         one = dd.const(torch.ones_like(c))
         bx = dd.add(one, dd.neg(dd.mul(cdd, dd.sqnorm(dd.const(x)))))
         nv = dd.sqrt(dd.sqnorm(dd.const(v)))
-        t = torch.sqrt(c) * dd.round_(nv) / dd.round_(bx)
-        if scale is not None:
-            t = t * scale
+        if t is None:
+            t = torch.sqrt(c) * dd.round_(nv) / dd.round_(bx)
+            if scale is not None:
+                t = t * scale
+        else:
+            t = t.expand((*shape[:-1], 1))
         e = torch.exp(-2 * t)
         g = 2 * e / (1 + e)
         # 1 - g = tanh t: from g in double-double for long steps (consistent with the gap), from

@@ -284,12 +284,21 @@ def _far_out(hs: list[Tensor], c: Curv) -> bool:
         return bool(torch.stack(flags).any())
 
 
-@functools.lru_cache(maxsize=32)
 def _minkowski_sign(width: int, dtype: torch.dtype, device: torch.device) -> Tensor:
-    """The constant ``(-1, 1, ..., 1)`` of length ``width`` (never modified in place)."""
+    """The constant ``(-1, 1, ..., 1)`` of length ``width`` (never modified in place): cached in
+    eager code, built in place of the cache when traced (a constant of the graph)."""
+    if torch.compiler.is_compiling():
+        return _sign(width, dtype, device)
+    return _cached_sign(width, dtype, device)
+
+
+def _sign(width: int, dtype: torch.dtype, device: torch.device) -> Tensor:
     sign = torch.ones(width, dtype=dtype, device=device)
     sign[0] = -1.0
     return sign
+
+
+_cached_sign = functools.lru_cache(maxsize=32)(_sign)
 
 
 def _even(h: Tensor) -> Tensor:
