@@ -206,6 +206,22 @@ def as_curvature(
     return torch.tensor(value, dtype=dtype, device=device)
 
 
+def _broadcast(a: tuple[int, ...], b: tuple[int, ...]) -> tuple[int, ...]:
+    """The broadcast of two shapes (``ValueError`` if they do not broadcast), in plain Python:
+    ``torch.broadcast_shapes`` costs a hundred times more per call."""
+    if len(a) < len(b):
+        a, b = b, a
+    out = list(a)
+    offset = len(a) - len(b)
+    for i, n in enumerate(b):
+        m = out[offset + i]
+        if m == 1:
+            out[offset + i] = n
+        elif n != 1 and n != m:
+            raise ValueError(f"shapes {a} and {b} do not broadcast")
+    return tuple(out)
+
+
 def check_broadcast(**tensors: Tensor) -> tuple[int, ...]:
     """The broadcast batch shape of ``tensors`` (all but their last dimension); ``ValueError``
     naming the arguments unless they broadcast together."""
@@ -214,8 +230,8 @@ def check_broadcast(**tensors: Tensor) -> tuple[int, ...]:
     seen: list[str] = []
     for name, t in items:
         try:
-            shape = tuple(torch.broadcast_shapes(shape, t.shape[:-1]))  # type: ignore[no-untyped-call]
-        except RuntimeError:
+            shape = _broadcast(shape, tuple(t.shape[:-1]))
+        except ValueError:
             others = ", ".join(f"{n} {tuple(tensors[n].shape)}" for n in seen)
             raise ValueError(
                 f"{name} of shape {tuple(t.shape)} does not broadcast against {others} "
@@ -250,8 +266,8 @@ def prepare(
     cc = as_curvature(c, comp, device, storage=out)
     if batch is not None and isinstance(c, Tensor) and c.dim() > 0:
         try:
-            torch.broadcast_shapes(c.shape, (*batch, 1))  # type: ignore[no-untyped-call]
-        except RuntimeError:
+            _broadcast(tuple(c.shape), (*batch, 1))
+        except ValueError:
             raise ValueError(
                 f"c of shape {tuple(c.shape)} does not broadcast against the inputs' "
                 f"{(*batch, 1)} (x[..., :1])"

@@ -120,7 +120,9 @@ def _project(x: Tensor, c: Tensor) -> Tensor:
         # Fast path: a computed norm is within a few ulps of the exact one, so rows with
         # sqrt(c)|x| <= 1 - 16 eps in their own dtype are strictly inside and left as they are.
         with torch.no_grad():
-            scaled = norm(x.detach()) * c.detach().sqrt()
+            # (a plain norm: one that overflows sends the call to the exact path below, and one
+            # that underflows belongs to a point near the origin, which is inside)
+            scaled = torch.linalg.vector_norm(x.detach(), dim=-1, keepdim=True) * c.detach().sqrt()
             if not bool((scaled > 1 - 16 * torch.finfo(dtype).eps).any()):
                 return x
     xd = x.to(torch.float64)
