@@ -985,7 +985,8 @@ def einstein_midpoint(
             with torch.no_grad():
                 if not bool(torch.isfinite(weights).all()) or bool((weights < 0).any()):
                     raise ValueError("weights must be finite and non-negative")
-        w_full = weights.expand(shape).movedim(d, -1)
+        # (the points' dimension counted from the end: the weights may add leading dimensions)
+        w_full = weights.expand(shape).movedim(d - (x.dim() - 1), -1)
     if w_full is None:
         out, _, cc, (xm,) = prepare(c, broadcast=False, x=xm)
         w = torch.ones_like(xm[..., 0])

@@ -245,3 +245,13 @@ def test_project_keeps_a_point_inside_the_outermost_shell() -> None:
     p = poincare.project(x, c=c)
     assert p[0].item() == x[0].item() and p[2].item() == x[2].item()
     poincare.check_point(p, c=c)
+
+
+def test_midpoint_weights_with_more_leading_dimensions() -> None:
+    """Weights may carry batch dimensions that the points do not have (one midpoint each)."""
+    g = torch.Generator().manual_seed(2)
+    x = poincare.expmap0(torch.randn(5, 4, 3, generator=g))
+    w = torch.rand(2, 5, 4, generator=g)
+    m = poincare.einstein_midpoint(x, w, dim=0)
+    assert m.shape == (2, 4, 3)
+    torch.testing.assert_close(m[1], poincare.einstein_midpoint(x, w[1], dim=0))
