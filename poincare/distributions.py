@@ -190,7 +190,8 @@ class WrappedNormal(Distribution):
             default) follows ``Distribution._validate_args`` (on unless Python runs with
             ``-O``) in eager CPU code, where reading a value is free, and skips the value
             checks under ``torch.compile``, ``torch.func`` transforms and on accelerators
-            (:func:`poincare._checks.host_branches`). ``False`` never checks values.
+            (:func:`poincare._checks.host_branches`). ``False`` never checks values. (Note that
+            ``torch.compile`` turns torch's global default off for the whole process.)
 
     Attributes:
         loc: ``batch_shape + (D,)``.

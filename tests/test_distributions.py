@@ -471,7 +471,10 @@ def test_constraint_is_exact_on_the_shell() -> None:
     WrappedNormal(shell, 1.0, validate_args=True).log_prob(shell)
 
 
-def test_errors() -> None:
+def test_errors(monkeypatch: pytest.MonkeyPatch) -> None:
+    # torch.compile switches torch.distributions' global default off for the whole process
+    # (PyTorch's own behaviour), so an earlier compiled test must not decide this one.
+    monkeypatch.setattr(torch.distributions.Distribution, "_validate_args", True)
     loc = torch.tensor([0.1, 0.2])
     with pytest.raises(ValueError, match="scale"):
         WrappedNormal(loc, 0.0)
