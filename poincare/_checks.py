@@ -27,10 +27,9 @@ __all__ = [
 ]
 
 
-def _functorch_wrapped(t: Tensor) -> bool:
-    """Whether ``t`` is a tensor of a ``torch.func`` transform (``vmap``, ``grad``, ...)."""
-    probe = getattr(torch._C._functorch, "is_functorch_wrapped_tensor", None)
-    return True if probe is None else bool(probe(t))
+#: ``torch._C._functorch.is_functorch_wrapped_tensor`` (whether a tensor belongs to a
+#: ``torch.func`` transform), looked up once; absent, every tensor is treated as wrapped.
+_WRAPPED = getattr(torch._C._functorch, "is_functorch_wrapped_tensor", None)
 
 
 def host_branches(*tensors: Tensor) -> bool:
@@ -43,12 +42,10 @@ def host_branches(*tensors: Tensor) -> bool:
     checks with a clear error). Everywhere else (Dynamo resolves this test at trace time) the
     ops take their branch-free form: the same results, with no graph break and no sync.
     """
-    if torch.compiler.is_compiling():
+    if torch.compiler.is_compiling() or _WRAPPED is None:
         return False
     for t in tensors:
-        if t.device.type != "cpu" or not (type(t) is Tensor or isinstance(t, Parameter)):
-            return False
-        if _functorch_wrapped(t):
+        if not t.is_cpu or not (type(t) is Tensor or isinstance(t, Parameter)) or _WRAPPED(t):
             return False
     return True
 
