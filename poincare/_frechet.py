@@ -95,7 +95,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from ._checks import Curvature, check_dim, check_tensor, host_branches, prepare
+from ._checks import Curvature, prepare
 from ._numerics import (
     asinh,
     asinh_over,
@@ -107,7 +107,7 @@ from ._numerics import (
     sqnorm,
     tanh_over,
 )
-from .functional import einstein_midpoint, gyration, project
+from .functional import _points_and_weights, einstein_midpoint, gyration, project
 
 __all__ = ["FULL_STEP", "LINE_SEARCH", "NEWTON_STEPS", "frechet_mean"]
 
@@ -418,30 +418,9 @@ def frechet_mean(
             :func:`poincare.einstein_midpoint`); ``c`` is invalid or does not broadcast
             against the result's ``(..., 1)``.
     """
-    check_tensor("x", x)
-    if x.dim() < 2:
-        raise ValueError(f"x must have shape (..., N, D), got {tuple(x.shape)}")
-    d = check_dim("dim", dim, x.dim())
-    if d == x.dim() - 1:
-        raise ValueError("dim must index the points, not the last (coordinate) dimension")
+    d, xm, w = _points_and_weights(x, weights, dim)
     d_neg = d - x.dim()  # counted from the end: weights may add leading dimensions
-    xm = x.movedim(d, -2)
-    if weights is None:
-        w_full = torch.ones_like(xm[..., 0])
-    else:
-        check_tensor("weights", weights)
-        try:
-            shape = torch.broadcast_shapes(weights.shape, x.shape[:-1])  # type: ignore[no-untyped-call]
-        except RuntimeError as err:
-            raise ValueError(
-                f"weights of shape {tuple(weights.shape)} do not broadcast against the points' "
-                f"shape {tuple(x.shape[:-1])} (x without its last dimension)"
-            ) from err
-        if host_branches(weights):
-            with torch.no_grad():
-                if not bool(torch.isfinite(weights).all()) or bool((weights < 0).any()):
-                    raise ValueError("weights must be finite and non-negative")
-        w_full = weights.expand(shape).movedim(d_neg + 1, -1)
+    w_full = torch.ones_like(xm[..., 0]) if w is None else w
     batch = tuple(w_full.shape[:-1])
     xm = xm.expand((*batch, *xm.shape[-2:]))
     out, _, cc, (xx, ww) = prepare(c, wide=True, broadcast=False, x=xm, weights=w_full)

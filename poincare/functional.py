@@ -920,6 +920,39 @@ def egrad2rgrad(x: Tensor, g: Tensor, *, c: Curvature = 1.0) -> Tensor:
 # ---------------------------------------------------------------------------------------------
 
 
+def _points_and_weights(
+    x: Tensor, weights: Tensor | None, dim: int
+) -> tuple[int, Tensor, Tensor | None]:
+    """Validate the arguments of a weighted mean of points along ``dim``: returns the normalised
+    ``dim``, ``x`` with its points on dimension -2, and the weights broadcast against ``x``
+    without its last dimension with the points last (None without weights). The weights may add
+    leading dimensions (the points' dimension is counted from the end). Raises as
+    :func:`einstein_midpoint` documents; negative or non-finite weights are detected where a
+    check costs no synchronisation (:func:`poincare._checks.host_branches`)."""
+    check_tensor("x", x)
+    if x.dim() < 2:
+        raise ValueError(f"x must have shape (..., N, D), got {tuple(x.shape)}")
+    d = check_dim("dim", dim, x.dim())
+    if d == x.dim() - 1:
+        raise ValueError("dim must index the points, not the last (coordinate) dimension")
+    xm = x.movedim(d, -2)
+    if weights is None:
+        return d, xm, None
+    check_tensor("weights", weights)
+    try:
+        shape = torch.broadcast_shapes(weights.shape, x.shape[:-1])  # type: ignore[no-untyped-call]
+    except RuntimeError as err:
+        raise ValueError(
+            f"weights of shape {tuple(weights.shape)} do not broadcast against the points' "
+            f"shape {tuple(x.shape[:-1])} (x without its last dimension)"
+        ) from err
+    if host_branches(weights):
+        with torch.no_grad():
+            if not bool(torch.isfinite(weights).all()) or bool((weights < 0).any()):
+                raise ValueError("weights must be finite and non-negative")
+    return d, xm, weights.expand(shape).movedim(d - (x.dim() - 1), -1)
+
+
 def einstein_midpoint(
     x: Tensor,
     weights: Tensor | None = None,
@@ -964,29 +997,7 @@ def einstein_midpoint(
         ValueError: ``dim`` is out of range or is the last dimension; ``weights`` does not
             broadcast, is negative or not finite.
     """
-    check_tensor("x", x)
-    if x.dim() < 2:
-        raise ValueError(f"x must have shape (..., N, D), got {tuple(x.shape)}")
-    d = check_dim("dim", dim, x.dim())
-    if d == x.dim() - 1:
-        raise ValueError("dim must index the points, not the last (coordinate) dimension")
-    xm = x.movedim(d, -2)
-    w_full = None
-    if weights is not None:
-        check_tensor("weights", weights)
-        try:
-            shape = torch.broadcast_shapes(weights.shape, x.shape[:-1])  # type: ignore[no-untyped-call]
-        except RuntimeError as err:
-            raise ValueError(
-                f"weights of shape {tuple(weights.shape)} do not broadcast against the points' "
-                f"shape {tuple(x.shape[:-1])} (x without its last dimension)"
-            ) from err
-        if host_branches(weights):
-            with torch.no_grad():
-                if not bool(torch.isfinite(weights).all()) or bool((weights < 0).any()):
-                    raise ValueError("weights must be finite and non-negative")
-        # (the points' dimension counted from the end: the weights may add leading dimensions)
-        w_full = weights.expand(shape).movedim(d - (x.dim() - 1), -1)
+    d, xm, w_full = _points_and_weights(x, weights, dim)
     if w_full is None:
         out, _, cc, (xm,) = prepare(c, broadcast=False, x=xm)
         w = torch.ones_like(xm[..., 0])
