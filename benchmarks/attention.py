@@ -1,37 +1,33 @@
-"""Forward+backward time and activation memory of hyperbolic vs Euclidean multi-head attention.
+"""Forward+backward time and peak memory of hyperbolic against Euclidean multi-head attention.
 
-Compares, in one process and interleaved round by round, for the same (B, N, E, heads), float32
-on the CPU:
+Compares, in one process and interleaved round by round, for the same (B, N, E, heads), float32:
 
-* ``euclid``: :class:`torch.nn.MultiheadAttention` (the reference, ratio 1);
-* ``eucl-sdpa``: Euclidean self-attention written directly on ``scaled_dot_product_attention``
-  with contiguous heads (a second, leaner Euclidean peer);
-* ``hyp-cosh``: :class:`poincare.nn.HyperbolicMultiHeadAttention` with ``score="cosh"``, whose
-  attention runs inside ``scaled_dot_product_attention`` on augmented Lorentz vectors;
-* ``cosh-lean``: the same with ``memory_efficient=True`` (the elementwise hyperbolic maps are
-  recomputed in backward rather than stored);
-* ``hyp-dist``: the same module with ``score="distance"`` (explicit ``N x M`` scores from
-  ``poincare.pairwise_dist``, then one matrix product for the midpoint);
-* ``naive``: the same projections with the broadcast design: distances from
-  ``poincare.dist`` on ``(..., N, M, D)`` broadcast pairs and the midpoint from
-  ``poincare.einstein_midpoint`` over ``(..., N, M, D)`` (skipped above ``--naive-max``).
+* ``sdpa``: Euclidean self-attention written on ``scaled_dot_product_attention`` in training
+  mode (the fair peer: every ratio is to it);
+* ``mha``: :class:`torch.nn.MultiheadAttention`;
+* ``cosh``, ``distance``, ``squared``: :class:`poincare.nn.HyperbolicMultiHeadAttention` with
+  that score (``cosh`` runs inside ``scaled_dot_product_attention`` on augmented Lorentz
+  vectors; the explicit scores run blockwise, recomputing each block in backward);
+* ``cosh-lean``: ``cosh`` with ``memory_efficient=True``; ``naive``: the broadcast design
+  (distances of ``(..., N, M, D)`` broadcast pairs and a midpoint over them).
 
-Time: the median over rounds of the forward+backward wall time of each implementation, and the
-medians of the per-round ratios to ``euclid`` and to ``eucl-sdpa`` ("vs sdpa"). Memory: the
-bytes of the distinct tensor storages saved for backward by autograd
-(``torch.autograd.graph.saved_tensors_hooks``), i.e. the activation memory a training step
-holds between forward and backward; parameters and inputs are excluded.
+Time: medians of per-round ratios of interleaved forward+backward runs (which absorbs slow
+drifts of a shared machine's load, not bursts). Memory (``--memory-n``): the peak resident
+memory one forward+backward at that length adds, each implementation in a fresh process.
 
-Run: ``python benchmarks/attention.py [--batch 4 --embed 128 --heads 8 --rounds 7]``;
-``--impls hyp-cosh hyp-dist`` restricts the run to some implementations (the two Euclidean
-references always run). The machine running it may be shared: the ratios are medians of
-per-round ratios of interleaved runs, which absorbs slow drifts of the load but not bursts.
+Run: ``python -m benchmarks.attention [--batch 4 --embed 128 --heads 8 --lengths 64 256 1024]
+[--compile] [--memory-n 8192]``.
 """
 
 from __future__ import annotations
 
 import argparse
+import gc
+import os
+import resource
 import statistics
+import subprocess
+import sys
 import time
 from collections.abc import Callable
 
@@ -39,6 +35,7 @@ import torch
 from torch import Tensor, nn
 
 import poincare
+from benchmarks._common import interleaved, median_ratio, versions
 from poincare.nn import HyperbolicMultiHeadAttention
 
 Step = Callable[[Tensor], Tensor]
@@ -89,40 +86,52 @@ class NaiveHyperbolicAttention(nn.Module):
         return h.out_proj.forward_tangent(t)
 
 
-def make_steps(embed: int, heads: int) -> dict[str, Step]:
+class _SelfAttention:
+    """``module(x, x, x)[0]`` (``nn.MultiheadAttention`` and the hyperbolic module) or
+    ``module(x)`` as one callable."""
+
+    def __init__(self, module: nn.Module, packed: bool) -> None:
+        self.module, self.packed = module, packed
+
+    def __call__(self, x: Tensor) -> Tensor:
+        out: Tensor = self.module(x, x, x)[0] if self.packed else self.module(x)
+        return out
+
+
+def make_steps(embed: int, heads: int, compiled: bool = False) -> dict[str, Step]:
+    """The implementations by name: ``mha`` (``nn.MultiheadAttention``), ``sdpa`` (the
+    Euclidean peer on ``scaled_dot_product_attention``), ``cosh``, ``distance`` and
+    ``squared`` (the hyperbolic module with that score), ``cosh-lean`` (``cosh`` with
+    ``memory_efficient=True``) and ``naive`` (the broadcast design). With ``compiled``, each
+    module goes through ``torch.compile`` (the default backend)."""
     torch.manual_seed(0)
-    euclid = nn.MultiheadAttention(embed, heads, batch_first=True)
+    modules: dict[str, tuple[nn.Module, bool]] = {
+        "mha": (nn.MultiheadAttention(embed, heads, batch_first=True), True),
+        "sdpa": (EuclideanSDPAttention(embed, heads), False),
+    }
     cosh = HyperbolicMultiHeadAttention(embed, heads, score="cosh")
+    modules["cosh"] = (cosh, True)
+    for score in ("distance", "squared"):
+        m = HyperbolicMultiHeadAttention(embed, heads, score=score)
+        m.load_state_dict(cosh.state_dict())
+        modules[score] = (m, True)
     lean = HyperbolicMultiHeadAttention(embed, heads, score="cosh", memory_efficient=True)
     lean.load_state_dict(cosh.state_dict())
-    dist = HyperbolicMultiHeadAttention(embed, heads, score="distance")
-    naive = NaiveHyperbolicAttention(dist)
+    modules["cosh-lean"] = (lean, True)
+    dist = modules["distance"][0]
+    assert isinstance(dist, HyperbolicMultiHeadAttention)
+    modules["naive"] = (NaiveHyperbolicAttention(dist), False)
+    steps: dict[str, Step] = {}
+    for name, (module, packed) in modules.items():
+        if compiled and name != "naive":
+            module = torch.compile(module)  # type: ignore[assignment]
+        steps[name] = _SelfAttention(module, packed)
+    return steps
 
-    def self_attention(m: nn.Module) -> Step:
-        def step(x: Tensor) -> Tensor:
-            out: Tensor = m(x, x, x)[0]
-            return out
 
-        return step
-
-    def nv(x: Tensor) -> Tensor:
-        out: Tensor = naive(x)
-        return out
-
-    sdpa = EuclideanSDPAttention(embed, heads)
-
-    def es(x: Tensor) -> Tensor:
-        out: Tensor = sdpa(x)
-        return out
-
-    return {
-        "euclid": self_attention(euclid),
-        "eucl-sdpa": es,
-        "hyp-cosh": self_attention(cosh),
-        "cosh-lean": self_attention(lean),
-        "hyp-dist": self_attention(dist),
-        "naive": nv,
-    }
+def _input(batch: int, n: int, embed: int) -> Tensor:
+    g = torch.Generator().manual_seed(n)
+    return poincare.expmap0(torch.randn(batch, n, embed, generator=g) / embed**0.5)
 
 
 def run_once(step: Step, x: Tensor) -> float:
@@ -131,6 +140,91 @@ def run_once(step: Step, x: Tensor) -> float:
     t0 = time.perf_counter()
     step(xx).sum().backward()  # type: ignore[no-untyped-call]
     return time.perf_counter() - t0
+
+
+def time_rows(
+    batch: int,
+    embed: int,
+    heads: int,
+    lengths: list[int],
+    rounds: int,
+    *,
+    impls: tuple[str, ...] = ("cosh", "distance", "squared"),
+    compiled: bool = False,
+) -> list[dict[str, object]]:
+    """Forward+backward times of ``impls`` against ``sdpa`` (and ``mha``), interleaved; one
+    row per (N, impl) with the median ms and the medians of per-round ratios ``vs_sdpa`` and
+    ``vs_mha``."""
+    steps = make_steps(embed, heads, compiled)
+    names = ["sdpa", "mha", *impls]
+    rows: list[dict[str, object]] = []
+    for n in lengths:
+        x = _input(batch, n, embed)
+
+        def bind(step: Step, x: Tensor = x) -> Callable[[], object]:
+            return lambda: run_once(step, x)
+
+        times = interleaved({k: bind(steps[k]) for k in names}, rounds, warmup=1)
+        for name in names:
+            rows.append(
+                {
+                    "batch": batch,
+                    "embed": embed,
+                    "heads": heads,
+                    "n": n,
+                    "impl": name,
+                    "ms": statistics.median(times[name]) * 1e3,
+                    "vs_sdpa": median_ratio(times[name], times["sdpa"]),
+                    "vs_mha": median_ratio(times[name], times["mha"]),
+                    "compiled": compiled,
+                }
+            )
+    return rows
+
+
+def _rss_bytes() -> int:
+    with open("/proc/self/statm") as f:
+        return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+
+
+def _memory_child(impl: str, batch: int, n: int, embed: int, heads: int) -> None:
+    """Print the peak resident memory a forward+backward at length ``n`` adds (bytes)."""
+    torch.set_num_threads(1)
+    step = make_steps(embed, heads)[impl]
+    run_once(step, _input(batch, 16, embed))  # load every kernel first
+    x = _input(batch, n, embed)
+    gc.collect()
+    before = _rss_bytes()
+    run_once(step, x)
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+    print(max(0, peak - before))
+
+
+def memory_rows(
+    batch: int, embed: int, heads: int, n: int, impls: tuple[str, ...]
+) -> list[dict[str, object]]:
+    """Peak resident memory added by one forward+backward at length ``n``, each
+    implementation in a fresh process (``/proc`` and ``getrusage``: Linux), with its ratio to
+    ``sdpa``'s."""
+    peaks: dict[str, int] = {}
+    for impl in ("sdpa", "mha", *impls):
+        cmd = [sys.executable, "-m", "benchmarks.attention", "--memory-child", impl]
+        cmd += ["--batch", str(batch), "--embed", str(embed), "--heads", str(heads)]
+        cmd += ["--lengths", str(n)]
+        done = subprocess.run(cmd, capture_output=True, text=True, check=True)
+        peaks[impl] = int(done.stdout.strip().splitlines()[-1])
+    return [
+        {
+            "batch": batch,
+            "embed": embed,
+            "heads": heads,
+            "n": n,
+            "impl": k,
+            "peak_mib": v / 2**20,
+            "vs_sdpa": v / max(1, peaks["sdpa"]),
+        }
+        for k, v in peaks.items()
+    ]
 
 
 def saved_bytes(step: Step, x: Tensor) -> int:
@@ -153,62 +247,73 @@ def saved_bytes(step: Step, x: Tensor) -> int:
     return sum(n for ptr, n in seen.items() if ptr not in skip and n > 0)
 
 
-def main() -> None:
+def format_time_rows(rows: list[dict[str, object]]) -> str:
+    """Time rows as a Markdown table: one line per (B, E, N), one column per implementation."""
+    impls = list(dict.fromkeys(str(r["impl"]) for r in rows if r["impl"] not in ("sdpa", "mha")))
+    head = "| B | E | heads | N | sdpa ms | mha / sdpa | " + " | ".join(
+        f"{k} / sdpa" for k in impls
+    )
+    lines = [head + " |", "|" + "---:|" * (6 + len(impls))]
+    keys = list(dict.fromkeys((r["batch"], r["embed"], r["heads"], r["n"]) for r in rows))
+    for key in keys:
+        by = {r["impl"]: r for r in rows if (r["batch"], r["embed"], r["heads"], r["n"]) == key}
+        cells = [str(k) for k in key]
+        cells += [f"{by['sdpa']['ms']:.1f}", f"{by['mha']['vs_sdpa']:.2f}"]
+        cells += [f"{by[k]['vs_sdpa']:.2f}" for k in impls]
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def format_memory_rows(rows: list[dict[str, object]]) -> str:
+    """Memory rows as a Markdown table."""
+    lines = ["| impl | N | peak MiB added | / sdpa |", "|---|---:|---:|---:|"]
+    for r in rows:
+        lines.append(f"| {r['impl']} | {r['n']} | {r['peak_mib']:.1f} | {r['vs_sdpa']:.2f} |")
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Parse the options and print the time table (and, with ``--memory-n``, memory)."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--batch", type=int, default=4)
     parser.add_argument("--embed", type=int, default=128)
     parser.add_argument("--heads", type=int, default=8)
-    parser.add_argument("--lengths", type=int, nargs="+", default=[16, 64, 256, 1024])
-    parser.add_argument("--rounds", type=int, default=7)
-    parser.add_argument("--naive-max", type=int, default=256)
+    parser.add_argument("--lengths", type=int, nargs="+", default=[64, 256, 1024])
+    parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument(
         "--impls",
         nargs="+",
-        default=None,
-        help="implementations to run (default: all); euclid and eucl-sdpa always run",
+        default=["cosh", "distance", "squared"],
+        choices=["cosh", "distance", "squared", "cosh-lean", "naive"],
+        help="implementations beside sdpa and mha (default: cosh distance squared)",
     )
-    args = parser.parse_args()
+    parser.add_argument("--compile", action="store_true", help="torch.compile every module")
+    parser.add_argument(
+        "--memory-n", type=int, default=None, help="also measure peak memory at this length"
+    )
+    parser.add_argument("--memory-child", default=None, help=argparse.SUPPRESS)
+    args = parser.parse_args(argv)
+    if args.memory_child is not None:
+        _memory_child(args.memory_child, args.batch, args.lengths[0], args.embed, args.heads)
+        return
     torch.set_num_threads(args.threads)
-
-    steps = make_steps(args.embed, args.heads)
-    print(
-        f"B={args.batch} E={args.embed} heads={args.heads} float32 CPU, "
-        f"threads={torch.get_num_threads()}, rounds={args.rounds}; ratios = median over rounds "
-        "of impl/euclid; memory = bytes saved for backward"
+    print(versions())
+    print("forward+backward, float32, CPU; ratios: medians of per-round ratios to sdpa")
+    rows = time_rows(
+        args.batch,
+        args.embed,
+        args.heads,
+        args.lengths,
+        args.rounds,
+        impls=tuple(args.impls),
+        compiled=args.compile,
     )
-    header = (
-        f"{'N':>5} {'impl':>10} {'median ms':>10} {'time ratio':>10} {'vs sdpa':>8} "
-        f"{'saved MiB':>10} {'mem ratio':>9} {'vs sdpa':>8}"
-    )
-    print(header)
-    print("-" * len(header))
-    for n in args.lengths:
-        g = torch.Generator().manual_seed(n)
-        tangent = torch.randn(args.batch, n, args.embed, generator=g) / args.embed**0.5
-        x = poincare.expmap0(tangent)
-        names = [k for k in steps if k != "naive" or n <= args.naive_max]
-        if args.impls is not None:
-            names = [k for k in names if k in ("euclid", "eucl-sdpa") or k in args.impls]
-        for name in names:  # warm-up
-            run_once(steps[name], x)
-        times: dict[str, list[float]] = {k: [] for k in names}
-        for r in range(args.rounds):
-            order = names[r % len(names) :] + names[: r % len(names)]
-            for name in order:
-                times[name].append(run_once(steps[name], x))
-        mem = {k: saved_bytes(steps[k], x) for k in names}
-        for name in names:
-            ratios = [t / e for t, e in zip(times[name], times["euclid"], strict=True)]
-            ratios_sdpa = [t / e for t, e in zip(times[name], times["eucl-sdpa"], strict=True)]
-            print(
-                f"{n:>5} {name:>10} {1e3 * statistics.median(times[name]):>10.2f} "
-                f"{statistics.median(ratios):>10.2f} {statistics.median(ratios_sdpa):>8.2f} "
-                f"{mem[name] / 2**20:>10.2f} {mem[name] / mem['euclid']:>9.2f} "
-                f"{mem[name] / mem['eucl-sdpa']:>8.2f}"
-            )
-        if "naive" not in names and (args.impls is None or "naive" in args.impls):
-            print(f"{n:>5} {'naive':>10}   skipped (its N x N x D tensors are too large)")
+    print(format_time_rows(rows))
+    if args.memory_n is not None:
+        impls = tuple(k for k in args.impls if k != "naive")
+        mem = memory_rows(args.batch, args.embed, args.heads, args.memory_n, impls)
+        print(format_memory_rows(mem))
 
 
 if __name__ == "__main__":

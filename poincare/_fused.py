@@ -629,28 +629,90 @@ _CLOSE = 2.0**-24
 _PAIR_CHUNK = 1 << 22
 
 
-def lorentz_cosh_minus_one(hx: Tensor, hy: Tensor, *, c: CurvatureArg) -> Tensor:
+class _LorentzGram(torch.autograd.Function):
+    r""":math:`c(h_{x0}h_{y0} - \langle h_{xs}, h_{ys}\rangle) - 1` of all pairs: the product in
+    the dtype of the coordinates, the result and the backward pass in ``dtype``.
+
+    With :math:`J = \operatorname{diag}(1, -1, \dots, -1)` and :math:`\bar G` the incoming
+    gradient: :math:`\bar h_x = c\,\bar G\,h_y J`, :math:`\bar h_y = c\,\bar G^T h_x J` and
+    :math:`\bar c = \sum \bar G\,(G + 1)/c = \sum \bar G\,h_x J h_y^T` (the first
+    product again, reduced). The products of the backward pass run in
+    ``dtype``: only the forward value cancels (for close pairs, which the caller recomputes),
+    the gradient is a sum of the incoming gradients weighted by coordinates.
+    """
+
+    generate_vmap_rule = True
+
+    @staticmethod
+    def forward(hx: Tensor, hy: Tensor, c: CurvatureArg, dtype: torch.dtype) -> Tensor:
+        width = hx.shape[-1]
+        sign = torch.full((width,), -1.0, dtype=hx.dtype, device=hx.device)
+        sign[0] = 1.0
+        cq = c.to(hx.dtype) if isinstance(c, Tensor) else c
+        return (torch.matmul(hx * (sign * cq), hy.transpose(-1, -2)) - 1).to(dtype)
+
+    @staticmethod
+    def setup_context(ctx: Any, inputs: tuple[Any, ...], output: Any) -> None:
+        hx, hy, c, _ = inputs
+        c_t = c if isinstance(c, Tensor) else None
+        ctx.save_for_backward(hx, hy, c_t)
+        ctx.c_float = None if c_t is not None else c
+
+    @staticmethod
+    def backward(ctx: Any, grad: Tensor) -> tuple[Tensor | None, ...]:
+        hx, hy, c_t = ctx.saved_tensors
+        c: CurvatureArg = c_t if c_t is not None else ctx.c_float
+        width = hx.shape[-1]
+        sign = torch.full((width,), -1.0, dtype=grad.dtype, device=grad.device)
+        sign[0] = 1.0
+        cq = c.to(grad.dtype) if isinstance(c, Tensor) else c
+        grad_x = grad_y = grad_c = None
+        want_c = ctx.needs_input_grad[2] and isinstance(c, Tensor)
+        if ctx.needs_input_grad[0] or want_c:
+            gx = torch.matmul(grad, hy.to(grad.dtype)) * sign
+            if want_c:
+                # sum of grad * (G + 1)/c = sum of grad * (h_x J h_y^T): the same product
+                grad_c = _grad_c((gx * hx.to(grad.dtype)).sum(-1, keepdim=True), c)
+            grad_x = (gx * cq).sum_to_size(hx.shape).to(hx.dtype)
+        if ctx.needs_input_grad[1]:
+            gy = torch.matmul(grad.transpose(-1, -2), hx.to(grad.dtype)) * (sign * cq)
+            grad_y = gy.sum_to_size(hy.shape).to(hy.dtype)
+        if grad_c is not None and isinstance(c, Tensor):
+            grad_c = grad_c.to(c.dtype)
+        return grad_x, grad_y, grad_c, None
+
+
+def lorentz_cosh_minus_one(
+    hx: Tensor, hy: Tensor, *, c: CurvatureArg, dtype: torch.dtype | None = None
+) -> Tensor:
     r""":math:`g - 1 = \cosh(s\,d(x_i, y_j)) - 1` of all pairs, from Lorentz coordinates.
 
     :math:`g = -c\langle h_x, h_y\rangle_L = c(h_{x0}h_{y0} - \langle h_{xs}, h_{ys}\rangle)`
-    is one matrix product, but :math:`g - 1` cancels for close pairs (to about
-    :math:`\epsilon\,c\,h_{x0}h_{y0}`: equal points get :math:`d \approx \sqrt\epsilon\cosh r`
-    instead of 0). Those pairs (:math:`g - 1 < 2^{-24} c\,h_{x0}h_{y0}`) are recomputed from the
-    difference of the coordinates, :math:`g - 1 = \tfrac c2\langle\Delta, \Delta\rangle_L =
+    is one matrix product (in the dtype of the coordinates, float64 in the attention), but
+    :math:`g - 1` cancels for close pairs (to about :math:`\epsilon\,c\,h_{x0}h_{y0}`: equal
+    points get :math:`d \approx \sqrt\epsilon\cosh r` instead of 0). Those pairs
+    (:math:`g - 1 < 2^{-24} c\,h_{x0}h_{y0}`) are recomputed from the difference of the
+    coordinates, :math:`g - 1 = \tfrac c2\langle\Delta, \Delta\rangle_L =
     \tfrac c2(|\Delta_s|^2 - \Delta_0^2)` with :math:`\Delta = h_x - h_y` (exact for points of
     the hyperboloid: :math:`\langle h, h\rangle_L = -1/c`), which is exactly 0 for equal points
     and whose error is about :math:`\epsilon\,c\,h_0^2\,d` instead of
-    :math:`\epsilon\,c\,h_0^2`. ``hx``: (..., N, W), ``hy``: (..., M, W), time coordinate
-    first (extra zero columns are ignored); returns (..., N, M) in their dtype, differentiable.
+    :math:`\epsilon\,c\,h_0^2`. The result is rounded to ``dtype`` (default: the coordinates'
+    dtype) once, and the backward pass of the product runs in ``dtype``. ``hx``: (..., N, W),
+    ``hy``: (..., M, W), time coordinate first (extra zero columns are ignored); returns
+    (..., N, M), differentiable.
     """
+    out_dtype = hx.dtype if dtype is None else dtype
     width = hx.shape[-1]
+    cq = c.to(hx.dtype) if isinstance(c, Tensor) else c
+    gm1: Tensor = _LorentzGram.apply(hx, hy, cq, out_dtype)  # type: ignore[no-untyped-call]
+    with torch.no_grad():
+        # the test needs no precision: a float32 outer product of the time coordinates
+        bound = (hx[..., :1].to(out_dtype) * (cq * _CLOSE)) * hy[..., :1].to(out_dtype).transpose(
+            -1, -2
+        )
+        near_mask = gm1 <= bound
     sign = torch.full((width,), -1.0, dtype=hx.dtype, device=hx.device)
     sign[0] = 1.0
-    cq = c.to(hx.dtype) if isinstance(c, Tensor) else c
-    gm1 = torch.matmul(hx * (sign * cq), hy.transpose(-1, -2)) - 1
-    with torch.no_grad():
-        bound = torch.matmul(hx[..., :1] * (cq * _CLOSE), hy[..., :1].transpose(-1, -2))
-        near_mask = gm1 <= bound
     if not host_branches(hx, hy):
         # Branch-free (traced) form: the Lorentz difference of every pair, in chunks of rows of
         # bounded memory, taken where the product has cancelled.
@@ -663,7 +725,7 @@ def lorentz_cosh_minus_one(hx: Tensor, hy: Tensor, *, c: CurvatureArg) -> Tensor
         near_all = torch.cat(parts, dim=-2) if parts else gm1
         if isinstance(cq, Tensor) or cq != 1.0:
             near_all = near_all * cq
-        return torch.where(near_mask, near_all, gm1)
+        return torch.where(near_mask, near_all.to(out_dtype), gm1)
     with torch.no_grad():
         close = near_mask.nonzero(as_tuple=True)
     if close[0].numel() == 0:
@@ -679,4 +741,4 @@ def lorentz_cosh_minus_one(hx: Tensor, hy: Tensor, *, c: CurvatureArg) -> Tensor
     elif cq != 1.0:
         near = near * cq
     # in place on the fresh product (its backward needs neither it nor its values)
-    return gm1.index_put_(close, near)
+    return gm1.index_put_(close, near.to(out_dtype))

@@ -76,7 +76,7 @@ from torch import Tensor
 from torch.utils.checkpoint import checkpoint
 
 from .. import functional as PF
-from .._checks import host_branches
+from .._checks import _WRAPPED, _broadcast, host_branches
 from .._fused import (
     _sqrt,
     cosh_score,
@@ -89,6 +89,7 @@ from .._precision import compute_dtype
 from ._common import cast_point, check_curvature_arg, check_probability
 
 __all__ = [
+    "BLOCK_ELEMENTS",
     "FAR_COSH",
     "SCORES",
     "Score",
@@ -353,6 +354,62 @@ def _encode_points(
     return _Encoded("points", q, k, PF.poincare_to_lorentz(v.to(wide), c=c))
 
 
+#: Score elements (over all heads and batch entries) that one block of queries forms at once
+#: on the explicit-score paths: about 8 MiB of float64, so that a block's scores stay in cache
+#: and a training step holds no ``N x M`` matrix (see :func:`_attend`).
+BLOCK_ELEMENTS = 1 << 20
+
+
+def _scores(
+    q: Tensor,
+    k: Tensor,
+    v: Tensor,
+    *,
+    path: Path,
+    beta: Tensor,
+    c: Curv,
+    score: Score,
+) -> Tensor:
+    """The scores ``-beta f(d)`` (..., n, M) of the explicit paths, in the dtype of ``v``
+    (``"gram"``) or of ``q`` (``"points"``)."""
+    if path == "gram":
+        gm1 = lorentz_cosh_minus_one(q, k, c=_curvature_in(c, q.dtype), dtype=v.dtype)
+        return cosh_score(gm1, beta, c=_curvature_in(c, v.dtype), score=score, dtype=v.dtype)
+    return pairwise_score(q, k, score=score, c=c) * beta.to(q.dtype)
+
+
+def _attend_rows(
+    q: Tensor,
+    k: Tensor,
+    v: Tensor,
+    beta: Tensor,
+    mask: Tensor | None,
+    *,
+    path: Path,
+    c: Curv,
+    score: Score,
+    causal_from: int | None,
+    dropout_p: float,
+) -> tuple[Tensor, Tensor]:
+    """``(w @ h_v, w)`` of the queries ``q`` (rows ``causal_from ...`` of the call when causal)."""
+    s = _scores(q, k, v, path=path, beta=beta, c=c, score=score)
+    if mask is not None:
+        s = s + mask.to(s.dtype)
+    elif causal_from is not None:
+        n, m = q.shape[-2], k.shape[-2]
+        allowed = torch.ones(n, m, dtype=torch.bool, device=q.device).triu(causal_from + 1)
+        s = s.masked_fill(allowed, float("-inf"))
+    w = torch.softmax(s, dim=-1)
+    if dropout_p > 0.0:
+        w = F.dropout(w, dropout_p, True)
+    return torch.matmul(w.to(v.dtype), v), w
+
+
+def _first(fn: Callable[..., tuple[Tensor, Tensor]], *args: Tensor | None) -> Tensor:
+    """The first output of ``fn(*args)`` (what a checkpointed block keeps)."""
+    return fn(*args)[0]
+
+
 def _attend(
     enc: _Encoded,
     *,
@@ -364,7 +421,18 @@ def _attend(
     dropout_p: float,
     need_weights: bool,
 ) -> tuple[Tensor, Tensor | None]:
-    """``(w @ h_v, w or None)`` on the path of ``enc`` (see the module docstring)."""
+    """``(w @ h_v, w or None)`` on the path of ``enc`` (see the module docstring).
+
+    The explicit paths (``"gram"``, ``"points"``) work on blocks of queries of about
+    :data:`BLOCK_ELEMENTS` scores each. When gradients are recorded, each block is a
+    :func:`torch.utils.checkpoint.checkpoint` (its random state preserved for dropout): the
+    backward pass recomputes a block's scores and weights from its inputs, so a training step
+    holds the per-token inputs and outputs only, never an ``N x M`` matrix per head, and every
+    elementwise pass runs over a block that fits in cache. The blocks are the rows of the
+    unblocked computation, so the result is the same up to the rounding of the value sums
+    (a matrix product of fewer rows may add in another order). ``need_weights`` (which
+    returns the ``N x M`` weights anyway) takes one block.
+    """
     q, k, v = enc.q, enc.k, enc.v
     n, m = q.shape[-2], k.shape[-2]
     if enc.path == "sdpa":
@@ -378,19 +446,54 @@ def _attend(
             scale=1.0,
         )
         return agg, None
-    if enc.path == "gram":
-        gm1 = lorentz_cosh_minus_one(q, k, c=_curvature_in(c, q.dtype))
-        s = cosh_score(gm1, beta, c=_curvature_in(c, v.dtype), score=score, dtype=v.dtype)
-    else:
-        s = pairwise_score(q, k, score=score, c=c) * beta.to(q.dtype)
-    if mask is not None:
-        s = s + mask.to(s.dtype)
-    elif is_causal:
-        s = s.masked_fill(_causal_mask(n, m, q.device), float("-inf"))
-    w = torch.softmax(s, dim=-1)
-    if dropout_p > 0.0:
-        w = F.dropout(w, dropout_p, True)
-    return torch.matmul(w.to(v.dtype), v), (w if need_weights else None)
+    causal = is_causal and mask is None
+    lead = math.prod(
+        _broadcast(_broadcast(tuple(q.shape[:-2]), tuple(k.shape[:-2])), tuple(beta.shape[:-2]))
+    )
+    rows = n if need_weights else max(1, BLOCK_ELEMENTS // max(1, lead * m))
+    if rows >= n:
+        agg, w = _attend_rows(
+            q,
+            k,
+            v,
+            beta,
+            mask,
+            path=enc.path,
+            c=c,
+            score=score,
+            causal_from=0 if causal else None,
+            dropout_p=dropout_p,
+        )
+        return agg, (w if need_weights else None)
+    record = torch.is_grad_enabled() and any(
+        t.requires_grad for t in (q, k, v, beta, *([c] if isinstance(c, Tensor) else []))
+    )
+    # saved-tensor hooks (the non-reentrant checkpoint) are not available inside torch.func
+    # transforms; there the blocks still bound the working set of the forward pass
+    recompute = record and (
+        torch.compiler.is_compiling()
+        or (_WRAPPED is not None and not any(_WRAPPED(t) for t in (q, k, v)))
+    )
+    parts = []
+    for start in range(0, n, rows):
+        qb = q[..., start : start + rows, :]
+        mb = mask
+        if mask is not None and mask.shape[-2] != 1:
+            mb = mask[..., start : start + rows, :]
+        block = functools.partial(
+            _attend_rows,
+            path=enc.path,
+            c=c,
+            score=score,
+            causal_from=start if causal else None,
+            dropout_p=dropout_p,
+        )
+        if recompute:
+            out = checkpoint(_first, block, qb, k, v, beta, mb, use_reentrant=False)
+        else:
+            out = block(qb, k, v, beta, mb)[0]
+        parts.append(out)
+    return torch.cat(parts, dim=-2), None
 
 
 def hyperbolic_attention(
@@ -472,7 +575,9 @@ def hyperbolic_attention(
     mask, dead = _prepare_mask(attn_mask, is_causal, score_shape, dtype, q.device)
     path = _choose_path(name, need_weights, dtype)
     enc: _Encoded | None = None
-    if path != "points":
+    # Lorentz coordinates in the compute dtype serve calls whose points all lie within
+    # FAR_COSH: a data-dependent test, so traced code takes the far-out form straight away.
+    if path != "points" and (dtype == torch.float64 or host_branches(q, k, v)):
         # "gram" takes g from float64 Lorentz coordinates of the queries and keys.
         wide = torch.float64 if path == "gram" else dtype
         hs = [_even(PF.poincare_to_lorentz(p.to(wide), c=cc)) for p in (q, k)]
