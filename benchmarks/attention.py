@@ -94,7 +94,9 @@ class _SelfAttention:
         self.module, self.packed = module, packed
 
     def __call__(self, x: Tensor) -> Tensor:
-        out: Tensor = self.module(x, x, x)[0] if self.packed else self.module(x)
+        out: Tensor = (
+            self.module(x, x, x, need_weights=False)[0] if self.packed else self.module(x)
+        )
         return out
 
 

@@ -60,8 +60,10 @@ def _close(a: tuple[Tensor, ...], b: tuple[Tensor, ...], rtol: float) -> None:
 @pytest.mark.parametrize("mask", ["none", "causal", "padding"])
 def test_blocks_match_one_block(score: str, dtype: torch.dtype, mask: str) -> None:
     """Blocks of 3 query rows (with a ragged last block) give the one-block values and
-    gradients, up to the rounding of the value sums (float32 on the Lorentz "gram" path,
-    float64 on the "points" path; ``cosh`` with weights also takes the explicit path)."""
+    gradients, up to rounding (float32 on the Lorentz "gram" path, float64 on the "points"
+    path; ``cosh`` with weights also takes the explicit path): the blocks' backward pass forms
+    the weights from a log-sum-exp and the softmax's gradient in closed form, which rounds
+    differently from autograd's softmax."""
     torch.manual_seed(0)
     m = HyperbolicMultiHeadAttention(16, 2, score=score).to(dtype)
     x = _points((2, 23, 16), seed=1, dtype=dtype)
@@ -75,7 +77,7 @@ def test_blocks_match_one_block(score: str, dtype: torch.dtype, mask: str) -> No
         kwargs["key_padding_mask"] = pad
     one = _run(m, x, 1 << 30, **kwargs)
     blocks = _run(m, x, 2 * 23 * 3, **kwargs)
-    rtol = 1e-5 if dtype == torch.float32 else 1e-12
+    rtol = 1e-5 if dtype == torch.float32 else 1e-10
     _close(blocks, one, rtol)
 
 

@@ -86,6 +86,7 @@ from .._fused import (
     saturation,
 )
 from .._precision import compute_dtype
+from ._blockwise import blockwise_attention
 from ._common import cast_point, check_curvature_arg, check_probability
 
 __all__ = [
@@ -424,14 +425,17 @@ def _attend(
     """``(w @ h_v, w or None)`` on the path of ``enc`` (see the module docstring).
 
     The explicit paths (``"gram"``, ``"points"``) work on blocks of queries of about
-    :data:`BLOCK_ELEMENTS` scores each. When gradients are recorded, each block is a
-    :func:`torch.utils.checkpoint.checkpoint` (its random state preserved for dropout): the
-    backward pass recomputes a block's scores and weights from its inputs, so a training step
-    holds the per-token inputs and outputs only, never an ``N x M`` matrix per head, and every
-    elementwise pass runs over a block that fits in cache. The blocks are the rows of the
-    unblocked computation, so the result is the same up to the rounding of the value sums
-    (a matrix product of fewer rows may add in another order). ``need_weights`` (which
-    returns the ``N x M`` weights anyway) takes one block.
+    :data:`BLOCK_ELEMENTS` scores each, and the backward pass recomputes a block's scores from
+    its inputs: a training step holds the per-token inputs and outputs (and a log-sum-exp per
+    row), never an ``N x M`` matrix per head, and every elementwise pass runs over a block that
+    fits in cache. In eager code without dropout this is one autograd node,
+    :func:`poincare.nn._blockwise.blockwise_attention`; with dropout, and when traced by
+    ``torch.compile``, each block is a :func:`torch.utils.checkpoint.checkpoint` (its random
+    state preserved, so the recomputation draws the same dropout mask); inside ``torch.func``
+    transforms (which have no saved-tensor hooks) the blocks are kept by autograd. The blocks
+    are rows of the unblocked computation, so the result is the same up to the rounding of
+    the softmax and of the value sums. ``need_weights`` (which returns the ``N x M`` weights
+    anyway) takes one block.
     """
     q, k, v = enc.q, enc.k, enc.v
     n, m = q.shape[-2], k.shape[-2]
@@ -465,15 +469,24 @@ def _attend(
             dropout_p=dropout_p,
         )
         return agg, (w if need_weights else None)
+    compiling = torch.compiler.is_compiling()
+    in_transform = not compiling and (_WRAPPED is None or any(_WRAPPED(t) for t in (q, k, v)))
+    if dropout_p == 0.0 and not compiling and not in_transform:
+        c_t = c if isinstance(c, Tensor) else None
+
+        def score_fn(qb: Tensor, kk: Tensor, bb: Tensor, ct: Tensor | None) -> Tensor:
+            cc = c if ct is None else ct
+            return _scores(qb, kk, v, path=enc.path, beta=bb, c=cc, score=score)
+
+        mb = mask if mask is not None else None
+        agg = blockwise_attention(score_fn, q, k, v, beta, c_t, rows=rows, mask=mb, causal=causal)
+        return agg, None
     record = torch.is_grad_enabled() and any(
         t.requires_grad for t in (q, k, v, beta, *([c] if isinstance(c, Tensor) else []))
     )
     # saved-tensor hooks (the non-reentrant checkpoint) are not available inside torch.func
     # transforms; there the blocks still bound the working set of the forward pass
-    recompute = record and (
-        torch.compiler.is_compiling()
-        or (_WRAPPED is not None and not any(_WRAPPED(t) for t in (q, k, v)))
-    )
+    recompute = record and not in_transform
     parts = []
     for start in range(0, n, rows):
         qb = q[..., start : start + rows, :]
