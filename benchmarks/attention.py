@@ -94,13 +94,13 @@ class _SelfAttention:
         self.module, self.packed = module, packed
 
     def __call__(self, x: Tensor) -> Tensor:
-        out: Tensor = (
-            self.module(x, x, x, need_weights=False)[0] if self.packed else self.module(x)
-        )
+        out: Tensor = self.module(x, x, x, need_weights=False)[0] if self.packed else self.module(x)
         return out
 
 
-def make_steps(embed: int, heads: int, compiled: bool = False) -> dict[str, Step]:
+def make_steps(
+    embed: int, heads: int, compiled: bool = False, device: str = "cpu"
+) -> dict[str, Step]:
     """The implementations by name: ``mha`` (``nn.MultiheadAttention``), ``sdpa`` (the
     Euclidean peer on ``scaled_dot_product_attention``), ``cosh``, ``distance`` and
     ``squared`` (the hyperbolic module with that score), ``cosh-lean`` (``cosh`` with
@@ -125,6 +125,7 @@ def make_steps(embed: int, heads: int, compiled: bool = False) -> dict[str, Step
     modules["naive"] = (NaiveHyperbolicAttention(dist), False)
     steps: dict[str, Step] = {}
     for name, (module, packed) in modules.items():
+        module.to(device)
         if compiled and name != "naive":
             module = torch.compile(module)  # type: ignore[assignment]
         steps[name] = _SelfAttention(module, packed)
@@ -153,20 +154,22 @@ def time_rows(
     *,
     impls: tuple[str, ...] = ("cosh", "distance", "squared"),
     compiled: bool = False,
+    device: str = "cpu",
 ) -> list[dict[str, object]]:
     """Forward+backward times of ``impls`` against ``sdpa`` (and ``mha``), interleaved; one
     row per (N, impl) with the median ms and the medians of per-round ratios ``vs_sdpa`` and
     ``vs_mha``."""
-    steps = make_steps(embed, heads, compiled)
+    steps = make_steps(embed, heads, compiled, device)
     names = ["sdpa", "mha", *impls]
     rows: list[dict[str, object]] = []
     for n in lengths:
-        x = _input(batch, n, embed)
+        x = _input(batch, n, embed).to(device)
 
         def bind(step: Step, x: Tensor = x) -> Callable[[], object]:
             return lambda: run_once(step, x)
 
-        times = interleaved({k: bind(steps[k]) for k in names}, rounds, warmup=1)
+        warm = 2 if compiled else 1
+        times = interleaved({k: bind(steps[k]) for k in names}, rounds, warmup=warm, device=device)
         for name in names:
             rows.append(
                 {
@@ -179,6 +182,7 @@ def time_rows(
                     "vs_sdpa": median_ratio(times[name], times["sdpa"]),
                     "vs_mha": median_ratio(times[name], times["mha"]),
                     "compiled": compiled,
+                    "device": device,
                 }
             )
     return rows

@@ -106,18 +106,58 @@ def sqnorm(x: Tensor) -> Tensor:
     return (x * x).sum(dim=-1, keepdim=True)
 
 
+#: Per float dtype: (integer type of its width, mantissa bits, exponent bias of frexp's
+#: convention ``a = m 2^e`` with ``m`` in [1/2, 1)), for reading exponents from the bits.
+_BITS = {
+    torch.float32: (torch.int32, 23, 126),
+    torch.float64: (torch.int64, 52, 1022),
+}
+
+
+def _exponent(a: Tensor) -> Tensor:
+    """frexp's exponent ``e`` of ``a`` (``a = m 2^e``, ``|m|`` in [1/2, 1); 0 for 0), as an
+    integer tensor of ``a``'s width.
+
+    Read from the bits: the biased exponent field, less the bias; a subnormal (field 0) is
+    first scaled by ``2^(mantissa bits + 2)`` (exact) and the scaling subtracted. Integers of the
+    float's own width keep one lane per element, which Inductor vectorises for float64 as well
+    (``torch.frexp``'s int32 exponent of float64 data does not compile there in torch 2.13).
+    """
+    itype, mant, bias = _BITS[a.dtype]
+    lift = mant + 2
+    tiny = a.abs() < torch.finfo(a.dtype).tiny
+    scaled = torch.where(tiny, a * (2.0**lift), a)
+    field = torch.bitwise_and(
+        torch.bitwise_right_shift(scaled.view(itype), mant), 0xFF if mant == 23 else 0x7FF
+    )
+    e = field - bias - torch.where(tiny, lift, 0).to(itype)
+    return torch.where(a == 0, torch.zeros_like(e), e)
+
+
+def _pow2(k: Tensor, dtype: torch.dtype) -> Tensor:
+    """``2^k`` for integers ``k`` in the normal range of ``dtype``, built from the bits."""
+    itype, mant, bias = _BITS[dtype]
+    return torch.bitwise_left_shift(k + (bias + 1), mant).to(itype).view(dtype)
+
+
 def pow2_factors(a: Tensor) -> tuple[Tensor, Tensor]:
     """Two powers of two ``s1, s2`` (shaped like ``a``, no gradient) with ``s1 s2 a`` in
     ``[1/2, 1)`` for every finite non-zero ``a`` (1 and 1 where ``a`` is 0).
 
-    Multiplying by ``s1`` then ``s2`` is exact, and neither factor nor its inverse overflows,
+    With frexp's exponent ``e`` of ``a``, ``s1 = 2^-floor(e/2)`` and ``s2 = 2^(floor(e/2) - e)``:
+    multiplying by ``s1`` then ``s2`` is exact, and neither factor nor its inverse overflows,
     even for subnormal ``a`` (whose single factor ``2^1074`` would).
     """
     with torch.no_grad():
-        _, e = torch.frexp(a.detach())
-        half = torch.div(e, 2, rounding_mode="floor")
-        one = torch.ones_like(a.detach())
-        return torch.ldexp(one, -half), torch.ldexp(one, half - e)
+        x = a.detach()
+        if x.dtype not in _BITS:
+            _, e = torch.frexp(x)
+            half = torch.div(e, 2, rounding_mode="floor")
+            one = torch.ones_like(x)
+            return torch.ldexp(one, -half), torch.ldexp(one, half - e)
+        e = _exponent(x)
+        half = torch.bitwise_right_shift(e, 1)  # floor(e / 2): an arithmetic shift
+        return _pow2(-half, x.dtype), _pow2(half - e, x.dtype)
 
 
 def _scaled_norm(x: Tensor) -> Tensor:
