@@ -359,6 +359,9 @@ def _encode_points(
 #: on the explicit-score paths: about 8 MiB of float64, so that a block's scores stay in cache
 #: and a training step holds no ``N x M`` matrix (see :func:`_attend`).
 BLOCK_ELEMENTS = 1 << 20
+#: The most blocks a call traced by ``torch.compile`` splits its queries into (each block is
+#: unrolled into the graph, so more blocks cost compilation time rather than memory).
+COMPILED_BLOCKS = 8
 
 
 def _scores(
@@ -455,6 +458,9 @@ def _attend(
         _broadcast(_broadcast(tuple(q.shape[:-2]), tuple(k.shape[:-2])), tuple(beta.shape[:-2]))
     )
     rows = n if need_weights else max(1, BLOCK_ELEMENTS // max(1, lead * m))
+    if torch.compiler.is_compiling():
+        # traced blocks unroll into the graph: at most COMPILED_BLOCKS of them
+        rows = max(rows, -(-n // COMPILED_BLOCKS))
     if rows >= n:
         agg, w = _attend_rows(
             q,
