@@ -28,6 +28,7 @@ __all__ = [
     "exact_outside",
     "gap",
     "gap_precise",
+    "gap_wide",
     "max_norm",
     "norm",
     "pow2_factors",
@@ -273,6 +274,31 @@ def gap_precise(x: Tensor, c: Tensor, enabled: bool = True, limit: float | None 
         # Points beyond the boundary (a caller's error) get the outermost shell's gap.
         m = max_norm(x.dtype)
         precise = torch.where(precise > 0, precise, torch.full_like(precise, (1 - m) * (1 + m)))
+    return plain + (precise - plain).detach()
+
+
+def gap_wide(x: Tensor, c: Tensor, limit: float | None = None) -> Tensor:
+    """``B = 1 - c|x|^2`` of ``float32`` rows accurate to a relative ulp of ``B`` itself, the
+    vectors staying in ``float32``.
+
+    The plain form (:func:`gap`) rounds ``sqrt(c)|x|`` to a float32 ulp, which leaves ``B`` a
+    relative error of ``eps / B``; the maps and transports multiply it by the length of the
+    geodesic. Here ``|x|`` is reduced in float64 (``vector_norm`` with a float64 accumulator,
+    no float64 copy of ``x``): the float32 coordinates are exact in float64, so ``u = sqrt(c)|x|``
+    carries a relative error of about ``2^-52``, ``(1 - u)(1 + u)`` is free of cancellation
+    (Sterbenz) and its rounding to float32 is the only error of size ``eps``. The value is the
+    precise one, the gradient that of the plain float32 formula (they differ by rounding).
+    Points beyond the boundary (a caller's error) get the gap of the outermost shell of the
+    compute dtype (or of ``limit``). Other dtypes: :func:`gap_precise`.
+    """
+    if x.dtype != torch.float32:
+        return gap_precise(x, c, True, limit)
+    _, _, plain = gap(x, c.sqrt(), limit)
+    with torch.no_grad():
+        n: Tensor = torch.linalg.vector_norm(x.detach(), dim=-1, keepdim=True, dtype=torch.float64)
+        m = max_norm(x.dtype) if limit is None else limit
+        u = (c.detach().double().sqrt() * n).clamp(max=m)
+        precise = ((1 - u) * (1 + u)).to(x.dtype)
     return plain + (precise - plain).detach()
 
 

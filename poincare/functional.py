@@ -8,11 +8,13 @@ Conventions shared by every op:
   :math:`\{x : c\,|x|^2 < 1\}`; write :math:`s_c = \sqrt{c}`.
 * Inputs must be real floating tensors. ``float32`` and ``float64`` compute in their own dtype,
   ``float16``/``bfloat16`` in ``float32``; under :func:`poincare.upcast` every op computes in the
-  requested dtype. The maps and transports (:func:`expmap`, :func:`logmap`, :func:`gyration`,
-  :func:`transp`, :func:`transp0`, :func:`egrad2rgrad`), whose condition number grows like
-  :math:`e^{r}`, and Möbius addition (whose derivatives near the boundary come out of
-  cancelling terms) compute ``float32`` inputs in ``float64``; the former take the gap
-  :math:`1 - c|x|^2` of ``float64`` inputs from a double-double norm. Results always come back
+  requested dtype. The maps and transports, whose condition number grows like :math:`e^{r}`,
+  take the gap :math:`1 - c|x|^2` of ``float64`` inputs from a double-double norm and that of
+  ``float32`` inputs from a float64 norm (:func:`poincare._numerics.gap_wide`); :func:`logmap`
+  then computes ``float32`` in ``float32``, and :func:`expmap` (eager CPU code) too on its
+  short and its saturated steps; otherwise (Möbius addition, :func:`gyration`, :func:`transp`,
+  :func:`transp0`, :func:`egrad2rgrad`, traced code, half-precision data) ``float32`` work is
+  computed in ``float64``. Results always come back
   in the (promoted) dtype of the inputs, and point-valued results are passed through
   :func:`project` in that dtype, so they are strictly inside the ball *as stored*.
 * Bad arguments raise ``TypeError``/``ValueError`` naming the argument: a non-tensor or an
@@ -37,6 +39,7 @@ which together keep every op within a few hyperbolic ULPs up to the last represe
 from __future__ import annotations
 
 import math
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -64,6 +67,7 @@ from ._numerics import (
     exact_outside,
     gap,
     gap_precise,
+    gap_wide,
     max_norm,
     norm,
     pow2_factors,
@@ -175,8 +179,13 @@ def _finish_point(r: Tensor, dtype: torch.dtype, c: object) -> Tensor:
     still has the derivative of the exact op rather than that of a radial clamp.
     """
     cast = r.to(dtype)
-    projected = _project(cast.detach(), _exact_c(c, r.device))
-    return projected + (cast - cast.detach())  # exactly the projected values
+    values = cast.detach()
+    projected = _project(values, _exact_c(c, r.device))
+    if projected is values:
+        # Every row was already strictly inside (the eager fast path of _project returns its
+        # argument itself): the straight-through sum below would add exact zeros.
+        return cast
+    return projected + (cast - values)  # exactly the projected values
 
 
 def project(x: Tensor, *, c: Curvature = 1.0) -> Tensor:
@@ -281,6 +290,89 @@ def _mobius_add(x: Tensor, y: Tensor, c: Tensor, precise: bool = False) -> Tenso
     return (bx * s + css * x) / (css + bx * by)
 
 
+def _rowdot(a: Tensor, b: Tensor) -> Tensor:
+    """``<a, b>`` over the last dimension, kept: ``(..., 1)``, as a batched matrix product (no
+    ``(..., D)`` temporary: the product of a large elementwise ``a * b`` costs more than the
+    whole reduction)."""
+    return torch.matmul(a.unsqueeze(-2), b.unsqueeze(-1)).squeeze(-1)
+
+
+class _MobiusAdd(torch.autograd.Function):
+    r"""``x ⊕ y = (B_x s + q x) / D`` with ``s = x + y``, ``q = c|s|^2``, ``D = q + B_x B_y``
+    (the stable form of :func:`mobius_add`), with its derivative written down, for eager CPU
+    code with a constant curvature.
+
+    The forward pass is the same formula as :func:`_mobius_add`, arranged as two row scalars
+    times two vectors, ``p = (B_x/D) s + (q/D) x``: both coefficients are quotients of sums of
+    non-negative terms, so each is accurate to a few ulps, and the vector sum is that of the
+    stable form. Given the gaps ``B_x``, ``B_y`` (values; ``dB_x = -2c<x, dx>``) and
+    :math:`L = \langle g, p\rangle`, with :math:`g_p = \langle g,p\rangle`,
+    :math:`g_s = \langle g,s\rangle`, :math:`g_x = \langle g,x\rangle`:
+
+    .. math::
+        \nabla_y L = \frac{B_x}{D} g + \frac{2c(g_x - g_p)}{D} s + \frac{2c\,g_p B_x}{D} y,
+        \qquad
+        \nabla_x L = \frac{B_x + q}{D} g + \frac{2c(g_x - g_p)}{D} s
+                     - \frac{2c(g_s - g_p B_y)}{D} x,
+
+    from :math:`dL = \langle g, dN\rangle/D - g_p\,dD/D` with :math:`N = B_x s + q x`. The
+    only differences, :math:`g_x - g_p = \langle g, x - p\rangle` and
+    :math:`g_s - g_p B_y`, are of row scalars of size :math:`|g|`: their rounding moves the
+    gradient by ``eps |g| |s| / D``, at most the change of the exact gradient when an input moves
+    by one float step (``eps / B``), which is what a backward-stable gradient may differ by.
+    Every vector is formed once, in place where it is not saved (three ``(..., D)`` tensors in
+    all, against a dozen for the composition of autograd's ops).
+    """
+
+    @staticmethod
+    def forward(x: Tensor, y: Tensor, bx: Tensor, by: Tensor, c: Tensor) -> tuple[Tensor, Tensor]:
+        s = x + y
+        q = c * _rowdot(s, s)
+        den = q + bx * by
+        p = torch.mul(s, bx / den).addcmul_(x, q / den)
+        return p, s
+
+    @staticmethod
+    def setup_context(ctx: Any, inputs: tuple[Any, ...], output: Any) -> None:
+        x, y, bx, by, c = inputs
+        p, s = output
+        ctx.save_for_backward(x, y, bx, by, c, p, s)
+        ctx.mark_non_differentiable(s)
+
+    @staticmethod
+    @torch.autograd.function.once_differentiable
+    def backward(ctx: Any, g: Tensor, _: Any) -> tuple[Tensor | None, ...]:
+        x, y, bx, by, c, p, s = ctx.saved_tensors
+        gp, gs, gx = _rowdot(g, p), _rowdot(g, s), _rowdot(g, x)
+        q = c * _rowdot(s, s)
+        inv = 1 / (q + bx * by)
+        two_c = 2 * c * inv
+        common = torch.mul(s, two_c * (gx - gp)).addcmul_(g, bx * inv)
+        grad_x = torch.addcmul(common, g, q * inv).addcmul_(x, -two_c * (gs - gp * by))
+        grad_y = common.addcmul_(y, two_c * gp * bx)
+        return grad_x, grad_y, None, None, None
+
+
+def _mobius_add_eager(x: Tensor, y: Tensor, c: Tensor, precise: bool) -> Tensor | None:
+    """:func:`_mobius_add` through :class:`_MobiusAdd` where it applies (eager CPU code, a
+    curvature without gradient, every point within twice the ball's radius, so that no square
+    overflows); None elsewhere (the caller then takes the autograd composition)."""
+    if c.requires_grad or not host_branches(x, y, c):
+        return None
+    sc = c.sqrt()
+    nx, _, bx = gap(x, sc)
+    ny, _, by = gap(y, sc)
+    if x.numel() == 0 or y.numel() == 0 or bool(((nx.amax() * sc) > 2) | ((ny.amax() * sc) > 2)):
+        return None
+    if precise:
+        bx, by = gap_precise(x, c), gap_precise(y, c)
+    shape = x.shape if x.shape == y.shape else torch.broadcast_shapes(x.shape, y.shape)  # type: ignore[no-untyped-call]
+    batch = (*shape[:-1], 1)
+    bx, by = bx.detach().expand(batch), by.detach().expand(batch)
+    p: Tensor = _MobiusAdd.apply(x.expand(shape), y.expand(shape), bx, by, c.detach())[0]  # type: ignore[no-untyped-call]
+    return p
+
+
 def mobius_add(x: Tensor, y: Tensor, *, c: Curvature = 1.0) -> Tensor:
     r"""Möbius addition :math:`x \oplus_c y`.
 
@@ -290,8 +382,10 @@ def mobius_add(x: Tensor, y: Tensor, *, c: Curvature = 1.0) -> Tensor:
                    = \frac{B_x (x+y) + c|x+y|^2\,x}{c|x+y|^2 + B_x B_y},
 
     the second form (used here) having only sums of non-negative terms. ``float32`` inputs are
-    computed in ``float64``: the values would be accurate in float32 too, but the derivatives
-    near the boundary (of size ``B_p``) come out of cancelling terms of size 1.
+    computed in ``float64``: opposed inputs far out lose their cancelling terms in float32. Eager
+    CPU code with a constant curvature computes through :class:`_MobiusAdd`, whose derivative
+    is written down (its only differences are of row scalars, whose rounding is within what one
+    float step of an input changes) and which forms three vectors instead of a dozen.
 
     Args:
         x: ``(..., D)`` points.
@@ -305,15 +399,24 @@ def mobius_add(x: Tensor, y: Tensor, *, c: Curvature = 1.0) -> Tensor:
         TypeError, ValueError: bad dtypes, mismatched last dimensions, invalid ``c``.
     """
     check_last_dims(x=x, y=y)
+    return _finish_point(*_mobius_add_op(x, y, c), c)
+
+
+def _mobius_add_op(x: Tensor, y: Tensor, c: Curvature) -> tuple[Tensor, torch.dtype]:
+    """``x ⊕ y`` in the compute dtype, and the dtype of the result: ``float32`` data computed in
+    ``float64`` (opposed far-out inputs lose their cancelling terms in float32), through
+    :class:`_MobiusAdd` in eager CPU code, through autograd's composition in traced code."""
     out, _, cc, (xx, yy) = prepare(c, wide=True, x=x, y=y)
-    return _finish_point(_mobius_add(xx, yy, cc, out == torch.float64), out, c)
+    fast = _mobius_add_eager(xx, yy, cc, out == torch.float64)
+    if fast is not None:
+        return fast, out
+    return _mobius_add(xx, yy, cc, out == torch.float64), out
 
 
 def mobius_sub(x: Tensor, y: Tensor, *, c: Curvature = 1.0) -> Tensor:
     r"""Möbius subtraction :math:`x \ominus_c y = x \oplus_c (-y)`. Shapes as :func:`mobius_add`."""
     check_last_dims(x=x, y=y)
-    out, _, cc, (xx, yy) = prepare(c, wide=True, x=x, y=y)
-    return _finish_point(_mobius_add(xx, -yy, cc, out == torch.float64), out, c)
+    return _finish_point(*_mobius_add_op(x, -y, c), c)
 
 
 def _scalar(name: str, r: object, dtype: torch.dtype, device: torch.device) -> Tensor:
@@ -624,9 +727,11 @@ def expmap(x: Tensor, v: Tensor, *, c: Curvature = 1.0) -> Tensor:
     (:math:`h(t) = \tanh t/t`) and its gap :math:`1 - c|w|^2 = \operatorname{sech}^2 t` is taken
     from ``t`` directly rather than from the rounded ``w``, so long steps towards the boundary
     keep their accuracy; the addition then uses the stable form of :func:`mobius_add`.
-    ``float32`` inputs are computed in ``float64``: the map's condition number grows like
-    :math:`e^{r}` along a long geodesic, and the 29 extra bits absorb it over the whole float32
-    range.
+    ``float32`` inputs are computed in ``float64`` (in eager CPU code: the rows that need it,
+    see :func:`_expmap_narrow`): the map's condition number grows like :math:`e^{r}` along a
+    long geodesic, and the 29 extra bits absorb it over the whole float32 range. ``float64``
+    values come from a double-double evaluation (in eager CPU code: on the rows whose result
+    may be representable, see :func:`_expmap_precise`).
 
     Args:
         x: ``(..., D)`` base points.
@@ -637,9 +742,55 @@ def expmap(x: Tensor, v: Tensor, *, c: Curvature = 1.0) -> Tensor:
         ``(..., D)`` point strictly inside the ball.
     """
     check_last_dims(x=x, v=v)
-    out, _, cc, (xx, vv) = prepare(c, wide=True, x=x, v=v)
+    out, comp, cc, (xx, vv) = prepare(c, x=x, v=v)
+    if out == torch.float32 and comp == torch.float32 and host_branches(xx, vv, cc):
+        fast = _expmap_narrow(xx, vv, cc)
+        if fast is not None:
+            return _finish_point(fast, out, c)
+    if comp == torch.float32:
+        cc, xx, vv = cc.double(), xx.double(), vv.double()
+    res, t = _expmap_formula(xx, vv, cc, gap_precise(xx, cc, out == torch.float64))
+    if out == torch.float64:
+        # Values in double-double; gradients from the formula above (they differ by rounding).
+        res = res + (_expmap_precise(xx, vv, cc, t, res) - res).detach()
+    return _finish_point(res, out, c)
+
+
+def _expmap_narrow(x: Tensor, v: Tensor, c: Tensor) -> Tensor | None:
+    """``expmap`` of ``float32`` data in ``float32`` (eager CPU code), where that suffices.
+
+    Two kinds of rows do not need the 29 extra bits of a float64 evaluation: short steps
+    (``t <= 1/2``, a Riemannian length of at most ``1/s_c``), whose condition number is of
+    order 1, and steps whose exact result lies beyond the float32 representable radius by more
+    than ``4/s_c`` (the triangle inequality of :func:`_expmap_precise`): those land on the
+    outermost shell whatever the precision. When every row is of these kinds the float32
+    formula (with the gap of :func:`poincare._numerics.gap_wide`) is the result; otherwise the
+    remaining rows are evaluated in float64 and put in their place. None when no row is.
+    """
+    bx = gap_wide(x, c)
+    res, t = _expmap_formula(x, v, c, bx)
+    with torch.no_grad():
+        _, u, _ = gap(x.detach(), c.detach().sqrt())
+        td = t.detach()
+        narrow = (td <= 0.5) | (td - torch.atanh(u) > math.atanh(max_norm(x.dtype)) + 2)
+        if bool(narrow.all()):
+            return res
+        if not bool(narrow.any()):
+            return None
+    shape, dim = res.shape, res.shape[-1]
+    batch = (*shape[:-1], 1)
+    rows = (~narrow).expand(batch).reshape(-1).nonzero().squeeze(-1)
+    xw = x.expand(shape).reshape(-1, dim)[rows].double()
+    vw = v.expand(shape).reshape(-1, dim)[rows].double()
+    cw = c.expand(batch).reshape(-1, 1)[rows].double()
+    wide, _ = _expmap_formula(xw, vw, cw, gap_precise(xw, cw, False))
+    return res.reshape(-1, dim).index_put((rows,), wide.to(x.dtype)).reshape(shape)
+
+
+def _expmap_formula(xx: Tensor, vv: Tensor, cc: Tensor, bx: Tensor) -> tuple[Tensor, Tensor]:
+    """The stable closed form of :func:`expmap` in the dtype of its arguments, given the gap
+    ``bx`` of ``xx``; returns the point and the step's argument ``t = s_c|v|/B_x``."""
     sc = cc.sqrt()
-    bx = gap_precise(xx, cc, out == torch.float64)
     n = norm(vv)
     t = sc * n / bx
     # w = tanh(t) v/(s_c |v|): from the unit vector for long steps (no v/B_x, which overflows
@@ -653,12 +804,44 @@ def expmap(x: Tensor, v: Tensor, *, c: Curvature = 1.0) -> Tensor:
     s = xx + w
     css = cc * sqnorm(s)
     den = (css + bx * bw).clamp(min=torch.finfo(xx.dtype).tiny)
-    res = (bx * s + css * xx) / den
-    if out == torch.float64:
-        # Values in double-double; gradients from the formula above (they differ by rounding).
-        s1, s2 = pow2_factors(vv.detach().abs().amax(dim=-1, keepdim=True))
-        res = res + (dd_expmap(xx, vv * s1 * s2, cc, 1 / (s1 * s2)) - res).detach()
-    return _finish_point(res, out, c)
+    return (bx * s + css * xx) / den, t
+
+
+def _expmap_precise(x: Tensor, v: Tensor, c: Tensor, t: Tensor, res: Tensor) -> Tensor:
+    r"""The values of ``expmap(x, v)`` (float64) from :func:`dd_expmap`, on the rows that need it.
+
+    Those are the rows whose exact result may lie within the representable radius. A step of
+    Riemannian length :math:`2t/s_c` from a point at distance :math:`d_x = 2\operatorname{artanh}
+    (s_c|x|)/s_c` lands at least :math:`(2t - 2\operatorname{artanh}(s_c|x|))/s_c` from the
+    origin (triangle inequality); beyond the outermost shell by a margin of 4/s_c, the exact
+    result is not representable and the double-double value would be projected onto the shell
+    as the plain value ``res`` is, so eager CPU code keeps ``res`` on those rows. Traced code
+    evaluates every row.
+    """
+    with torch.no_grad():
+        s1, s2 = pow2_factors(v.detach().abs().amax(dim=-1, keepdim=True))
+        vs, scale = v.detach() * s1 * s2, 1 / (s1 * s2)
+        xd, cd = x.detach(), c.detach()
+        if not host_branches(x, v, c):
+            return dd_expmap(xd, vs, cd, scale)
+        _, u, _ = gap(xd, cd.sqrt())
+        need = t.detach() - torch.atanh(u) <= math.atanh(max_norm(torch.float64)) + 2
+        if bool(need.all()):
+            return dd_expmap(xd, vs, cd, scale)
+        out = res.detach().clone()
+        if not bool(need.any()):
+            return out
+        shape, dim = out.shape, out.shape[-1]
+        batch = (*shape[:-1], 1)
+        rows = need.expand(batch).reshape(-1)
+        flat = out.view(-1, dim)
+        flat[rows] = dd_expmap(
+            xd.expand(shape).reshape(-1, dim)[rows],
+            vs.expand(shape).reshape(-1, dim)[rows],
+            cd.expand(batch).reshape(-1, 1)[rows],
+            scale.expand(batch).reshape(-1, 1)[rows],
+        )
+        return out
 
 
 def logmap(x: Tensor, y: Tensor, *, c: Curvature = 1.0) -> Tensor:
@@ -685,19 +868,42 @@ def logmap(x: Tensor, y: Tensor, *, c: Curvature = 1.0) -> Tensor:
         ``(..., D)`` tangent vector at ``x`` of Riemannian length :math:`d(x, y)`.
     """
     check_last_dims(x=x, y=y)
-    out, _, cc, (xx, yy) = prepare(c, wide=True, x=x, y=y)
+    out, _, cc, (xx, yy) = _prepare_map(c, x=x, y=y)
     sc = cc.sqrt()
-    bx = gap_precise(xx, cc, out == torch.float64, _limit(out))
-    by = gap_precise(yy, cc, out == torch.float64, _limit(out))
+    bx, by = _map_gap(xx, cc, out), _map_gap(yy, cc, out)
     s = yy - xx
-    ss = sqnorm(s)
-    xs = dot(xx, s)
+    ss = _rowdot(s, s)
+    xs = _rowdot(xx, s)
     p = (bx + by + cc * ss) / 2
-    k = (sqnorm(xx) * ss - xs * xs).clamp(min=0)
+    k = (_rowdot(xx, xx) * ss - xs * xs).clamp(min=0)
     q = torch.sqrt(p * p + cc * cc * k)
     a = sc * norm(s) / torch.sqrt(bx * by)
-    n = bx * s - cc * ss * xx
-    return (torch.sqrt(bx / by) * asinh_over(a) / q * n).to(out)
+    # the factor of N = B_x s - c|s|^2 x distributed over its two terms: two row scalars
+    # times two vectors (the same products, one (..., D) temporary fewer)
+    f = torch.sqrt(bx / by) * asinh_over(a) / q
+    return (f * bx * s - f * cc * ss * xx).to(out)
+
+
+def _prepare_map(
+    c: object, **tensors: Tensor
+) -> tuple[torch.dtype, torch.dtype, Tensor, list[Tensor]]:
+    """:func:`poincare._checks.prepare` for the logarithmic map and the transport: ``float32``
+    data computed in ``float32`` (their gaps from :func:`poincare._numerics.gap_wide`), other
+    data as before (half precision in ``float64``, where its boundary points keep their own
+    outermost shell)."""
+    out, comp, cc, values = prepare(c, **tensors)  # type: ignore[arg-type]
+    if comp == torch.float32 and out != torch.float32:
+        out, comp, cc, values = prepare(c, wide=True, **tensors)  # type: ignore[arg-type]
+    return out, comp, cc, values
+
+
+def _map_gap(x: Tensor, c: Tensor, out: torch.dtype) -> Tensor:
+    """The gap ``1 - c|x|^2`` of the maps and transports, accurate to a relative ulp of itself:
+    double-double for ``float64`` data, a float64 norm for ``float32`` data computed in
+    ``float32``, the plain form (29 spare bits) for data computed in a wider dtype."""
+    if x.dtype == torch.float32:
+        return gap_wide(x, c)
+    return gap_precise(x, c, out == torch.float64, _limit(out))
 
 
 # ---------------------------------------------------------------------------------------------

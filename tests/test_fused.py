@@ -284,7 +284,10 @@ def test_public_ops_match_the_compositions(c: float, scale: float) -> None:
         h = poincare.expmap0_add_lorentz(u, bb, c=c)
         expected = poincare.poincare_to_lorentz(point, c=c)
         rel = ((h - expected).norm(dim=-1) / expected.norm(dim=-1)).max()
-        assert float(rel) < 1e-11, float(rel)
+        # A point error of d_c (hyperbolic) moves the Lorentz coordinates by about sqrt(c) d_c
+        # relatively; the composition's rounded points at scaled radius ~12 (c = 1e-3) carry
+        # d_c ~ 5e-10 against mpmath (with either form of the Möbius sum): about 2e-11.
+        assert float(rel) < 3e-11, float(rel)
 
 
 @pytest.mark.parametrize("c", CURVATURES)
