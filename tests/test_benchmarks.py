@@ -45,3 +45,14 @@ def test_write_readme_replaces_only_the_block(tmp_path: Path) -> None:
     (tmp_path / "bare.md").write_text("no markers")
     with pytest.raises(SystemExit, match="no <!-- benchmarks:begin -->"):
         suite.write_readme(tmp_path / "bare.md", "x")
+
+
+def test_model_throughput_rows() -> None:
+    from benchmarks import model
+
+    rows = model.run(rounds=1, steps=1, warmup=0, variants=("transformer", "convgru"))
+    assert [r["model"] for r in rows] == ["transformer", "convgru"]
+    ratio = rows[0]["ratio"]
+    assert isinstance(ratio, float) and ratio > 0
+    assert isinstance(rows[1]["clips_per_s"], float)
+    assert "clips/s vs convgru" in model.format_rows(rows)

@@ -373,3 +373,82 @@ def test_data_workers_do_not_change_the_result(tmp_path: Path) -> None:
     wa, wb = _weights(tmp_path / "w0")["model"], _weights(tmp_path / "w1")["model"]
     assert all(torch.equal(wa[k], wb[k]) for k in wa)
     assert a.history[0]["val_loss"] == b.history[0]["val_loss"]
+
+
+def test_compile_trains_like_eager_and_checkpoints_the_plain_module(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """``--compile`` (here through ``aot_eager``: Dynamo and AOTAutograd trace forward and
+    backward as inductor does, without its code generation, which takes minutes on 2 cores)
+    trains the same model, saves plain weights, and resumes with or without compilation."""
+    from training import trainer
+
+    monkeypatch.setattr(trainer, "_COMPILE_BACKEND", "aot_eager")
+    full = run(tiny(tmp_path / "eager"))
+    part = run(tiny(tmp_path / "compiled", compile=True), on_step=_stop_after(4))
+    assert part.interrupted and part.step == 4
+    assert json.loads((tmp_path / "compiled" / "config.json").read_text())["compile"] is True
+    mid = _weights(tmp_path / "compiled")["model"]
+    assert not any("_orig_mod" in k for k in mid)
+    # resumed without --compile
+    back = run(tiny(tmp_path / "compiled", resume=str(tmp_path / "compiled")))
+    # and an eager checkpoint resumed with --compile
+    run(tiny(tmp_path / "to_compiled"), on_step=_stop_after(2))
+    to = run(tiny(tmp_path / "to_compiled", resume=str(tmp_path / "to_compiled"), compile=True))
+    want = _weights(tmp_path / "eager")["model"]
+    for folder in ("compiled", "to_compiled"):
+        got = _weights(tmp_path / folder)["model"]
+        assert got.keys() == want.keys() == mid.keys()
+        for k in want:
+            assert (got[k].shape, got[k].dtype) == (want[k].shape, want[k].dtype), k
+    # The same computation up to rounding (which AdamW's first steps amplify in parameters
+    # whose exact gradient is 0, such as a bias before a batch norm): the same losses.
+    for result in (back, to):
+        assert not result.interrupted and result.step == full.step
+        for h, g in zip(full.history, result.history, strict=True):
+            for key in ("train_loss", "val_loss"):
+                assert math.isfinite(g[key]) and g[key] == pytest.approx(h[key], rel=1e-4), key
+
+
+def test_compile_failures_are_one_line(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from torch._inductor import config as inductor_config
+
+    from training import trainer
+
+    # found before training: no C++ compiler for inductor on the CPU
+    with inductor_config.patch({"cpp.cxx": (None, "no-such-c++")}):
+        code = train_cli.main([*TINY_ARGS, "--compile", "--out", str(tmp_path / "a")])
+    assert code == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("train_cli.py: error: --compile:"), err
+    assert "C++ compiler" in err[0]
+    assert not (tmp_path / "a" / "checkpoint_last.pt").exists()
+
+    # found while compiling: the compiler's exception becomes one line, its report a file
+    def broken(gm: torch.fx.GraphModule, inputs: list[torch.Tensor]) -> Any:
+        raise RuntimeError("the backend broke")
+
+    log = tmp_path / "compile_error.log"
+    compiled = torch.compile(lambda x: x * 2 + 1, backend=broken)
+    with (
+        pytest.raises(trainer.CompileError, match="failed at training step 3") as exc,
+        trainer._compile_errors(True, log, 2),
+    ):
+        compiled(torch.ones(3))
+    assert "\n" not in str(exc.value) and str(log) in str(exc.value)
+    assert "the backend broke" in log.read_text()
+    with (  # other errors pass through
+        pytest.raises(ValueError, match="not from the compiler"),
+        trainer._compile_errors(True, log, 0),
+    ):
+        raise ValueError("not from the compiler")
+
+
+def test_compile_flag_is_documented_and_off_by_default() -> None:
+    parser = build_parser()
+    assert not config_from_args(parser, parser.parse_args([])).compile
+    assert config_from_args(parser, parser.parse_args(["--compile"])).compile
+    text = " ".join(parser.format_help().split())
+    assert "--compile" in text and "dynamic=False" in text and "inductor" in text

@@ -59,7 +59,8 @@ class TrainConfig:
     Run: ``num_workers``, ``threads`` (torch's intra-op threads; 0 keeps torch's default),
     ``device`` (``cpu``, ``cuda`` or ``auto``), ``out`` (run folder;
     ``None``: ``runs/<time>``, or the checkpoint's folder on resume), ``resume`` (checkpoint
-    path), ``progress`` (show the tqdm bar).
+    path), ``progress`` (show the tqdm bar), ``compile`` (run the training step's forward
+    pass and loss through ``torch.compile``; see :func:`training.trainer.run`).
     """
 
     hyperbolic: bool = True
@@ -96,6 +97,7 @@ class TrainConfig:
     out: str | None = None
     resume: str | None = None
     progress: bool = True
+    compile: bool = False
 
     def problems(self) -> list[str]:
         """Reasons why this configuration cannot run (empty when it can)."""

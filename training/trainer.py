@@ -16,6 +16,16 @@ uninterrupted one bit for bit on the CPU.
 Precision: ``--fp64_hyper`` runs every forward pass (training and validation) inside
 ``poincare.upcast(torch.float64)``, the one precision route of :mod:`poincare`: the model and
 the loss read it, they carry no flag of their own.
+
+Compilation: ``--compile`` passes the training step's loss computation (``model.loss``: the
+forward pass and the contrastive loss; AOTAutograd compiles their backward with them) through
+``torch.compile`` (inductor, default mode, ``dynamic=False``: the training batches all have one
+shape). The module itself is not wrapped: checkpoints hold its plain ``state_dict`` (no
+``_orig_mod.`` prefixes), validation runs it eagerly, and a run resumes with or without
+``--compile``. What can be told before training (a Python that Dynamo does not support, no C++
+compiler for inductor on the CPU, no Triton on CUDA) raises :class:`CompileError` before the
+first step; a failure of the compiler itself raises it at the step, with the full report in
+the run folder's ``compile_error.log``.
 """
 
 from __future__ import annotations
@@ -28,6 +38,7 @@ import signal
 import sys
 import threading
 import time
+import traceback
 import warnings
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
@@ -47,6 +58,7 @@ with optional_imports("numpy", "tqdm", extra="train", purpose="training"):
     import numpy as np
     from tqdm import tqdm
 
+from models.loss import ContrastiveOutput
 from models.video import VideoFuturePredictor
 from training.checkpoint import (
     atomic_write_text,
@@ -61,19 +73,35 @@ from training.data import SpriteBatch, SpriteVideoConfig, SpriteVideos
 from training.metrics import plot_curves, write_metrics
 
 __all__ = [
+    "CompileError",
     "RunResult",
     "TrainingDivergedError",
     "WarmupCosine",
     "build_model",
     "build_optimizer",
+    "compile_problem",
+    "data_config",
     "evaluate",
+    "loss_function",
     "resolve_device",
     "run",
+    "train_step",
 ]
 
 
 class TrainingDivergedError(RuntimeError):
     """The loss stayed non-finite for ``max_nonfinite`` consecutive steps."""
+
+
+class CompileError(RuntimeError):
+    """``--compile`` cannot work here (found before training) or ``torch.compile`` failed."""
+
+
+# The backend of ``--compile``. An internal knob, not a flag: the tests set a cheaper one
+# ("aot_eager" traces forward and backward with Dynamo and AOTAutograd as inductor does,
+# without generating code).
+_COMPILE_BACKEND: str | Callable[..., Any] = "inductor"
+_COMPILER_MODULES = ("torch._dynamo", "torch._inductor", "torch._functorch")
 
 
 @dataclass
@@ -154,12 +182,124 @@ def build_model(config: TrainConfig) -> VideoFuturePredictor:
     )
 
 
+def _first_line(e: BaseException) -> str:
+    text = str(e).strip()
+    return f"{type(e).__name__}: {text.splitlines()[0]}" if text else type(e).__name__
+
+
+def compile_problem(device: torch.device, backend: object = "inductor") -> str | None:
+    """Why ``torch.compile`` with ``backend`` cannot run on ``device``, as far as can be told
+    without compiling anything; ``None`` when nothing is in the way.
+
+    Checks that Dynamo supports this Python, and for inductor that a C++ compiler exists (CPU)
+    or Triton is installed (CUDA).
+    """
+    try:
+        from torch._dynamo.eval_frame import check_if_dynamo_supported
+
+        check_if_dynamo_supported()
+    except Exception as e:
+        return f"--compile: torch.compile does not work here ({_first_line(e)})"
+    if backend != "inductor":
+        return None
+    if device.type == "cpu":
+        try:
+            from torch._inductor.cpp_builder import get_cpp_compiler
+
+            get_cpp_compiler()
+        except Exception as e:
+            return (
+                "--compile: torch.compile's inductor backend needs a C++ compiler on the CPU "
+                f"and found none ({_first_line(e)}); install g++ or set CXX, or train "
+                "without --compile"
+            )
+    elif device.type == "cuda":
+        try:
+            from torch.utils._triton import has_triton
+
+            found = has_triton()
+        except Exception:
+            found = False
+        if not found:
+            return (
+                "--compile: torch.compile's inductor backend needs Triton on CUDA and found "
+                "none; install triton, or train without --compile"
+            )
+    return None
+
+
+@contextlib.contextmanager
+def _compile_errors(active: bool, log: Path, step: int) -> Iterator[None]:
+    """Turn an exception raised by the compiler stack (Dynamo, AOTAutograd, inductor) into a
+    one-line :class:`CompileError`, writing the full traceback to ``log``."""
+    if not active:
+        yield
+        return
+    try:
+        yield
+    except Exception as e:
+        if not type(e).__module__.startswith(_COMPILER_MODULES):
+            raise
+        atomic_write_text(log, traceback.format_exc())
+        raise CompileError(
+            f"--compile: torch.compile failed at training step {step + 1} ({_first_line(e)}); "
+            f"the full report is in {log}. Train without --compile (it changes the speed, "
+            "not the model)"
+        ) from e
+
+
 def precision(config: TrainConfig) -> contextlib.AbstractContextManager[object]:
     """The precision policy of a run's forward passes: ``poincare.upcast(torch.float64)``
     under ``fp64_hyper``, else a no-op context."""
     if config.fp64_hyper:
         return poincare.upcast(torch.float64)
     return contextlib.nullcontext()
+
+
+LossFunction = Callable[[torch.Tensor], ContrastiveOutput]
+
+
+def loss_function(model: VideoFuturePredictor, config: TrainConfig) -> LossFunction:
+    """What a training step calls on a video batch: ``model.loss``, or with ``compile`` its
+    ``torch.compile`` (the backend of :data:`_COMPILE_BACKEND`, inductor; default mode;
+    ``dynamic=False``). The module itself is not wrapped, so its ``state_dict`` stays plain.
+    Compilation happens at the first call."""
+    if not config.compile:
+        return model.loss
+    compiled: LossFunction = torch.compile(model.loss, backend=_COMPILE_BACKEND, dynamic=False)
+    return compiled
+
+
+def train_step(
+    model: nn.Module,
+    loss_fn: LossFunction,
+    optimizer: torch.optim.Optimizer,
+    video: torch.Tensor,
+    config: TrainConfig,
+) -> tuple[ContrastiveOutput, bool]:
+    """One optimisation step on ``video``: the loss (under the run's :func:`precision`),
+    backward, the gradient clip (``grad_clip``; 0: the norm is only checked) and the
+    optimiser's step. Returns the loss output and whether the step was taken: it is skipped
+    (no parameter changes, gradients cleared) when the loss or the gradient norm is not
+    finite."""
+    with precision(config):
+        out = loss_fn(video)
+    ok = bool(torch.isfinite(out.loss))
+    if ok:
+        optimizer.zero_grad(set_to_none=True)
+        torch.autograd.backward(out.loss)
+        params = [p for p in model.parameters() if p.grad is not None]
+        if config.grad_clip > 0:
+            gnorm = torch.nn.utils.clip_grad_norm_(params, config.grad_clip)
+        else:
+            gnorm = torch.linalg.vector_norm(
+                torch.stack([torch.linalg.vector_norm(p.grad) for p in params])
+            )
+        ok = bool(torch.isfinite(gnorm))
+        if ok:
+            optimizer.step()
+        optimizer.zero_grad(set_to_none=True)
+    return out, ok
 
 
 def build_optimizer(model: nn.Module, config: TrainConfig) -> torch.optim.Optimizer:
@@ -191,7 +331,7 @@ def evaluate(
     was_training = model.training
     model.eval()
     data = SpriteVideos(
-        _data_config(config),
+        data_config(config),
         seed=config.seed,
         split="val",
         epoch=0,
@@ -232,7 +372,8 @@ def evaluate(
     }
 
 
-def _data_config(config: TrainConfig) -> SpriteVideoConfig:
+def data_config(config: TrainConfig) -> SpriteVideoConfig:
+    """The :class:`~training.data.SpriteVideoConfig` of ``config``'s videos."""
     return SpriteVideoConfig(
         num_seq=config.num_seq,
         seq_len=config.seq_len,
@@ -308,6 +449,9 @@ def run(config: TrainConfig, *, on_step: Callable[[int], bool] | None = None) ->
             or one made with other architecture/data settings.
         TrainingDivergedError: ``max_nonfinite`` consecutive non-finite steps (a checkpoint of the
             state before them is written first).
+        CompileError: ``compile`` cannot work here (before training, see
+            :func:`compile_problem`), or ``torch.compile`` failed at a step (the traceback goes
+            to ``compile_error.log`` in the run folder).
     """
     config.validate()
     flag = _StopFlag()
@@ -317,6 +461,10 @@ def run(config: TrainConfig, *, on_step: Callable[[int], bool] | None = None) ->
 
 def _run(config: TrainConfig, on_step: Callable[[int], bool] | None, flag: _StopFlag) -> RunResult:
     device = resolve_device(config.device)
+    if config.compile:
+        problem = compile_problem(device, _COMPILE_BACKEND)
+        if problem is not None:
+            raise CompileError(problem)
     if config.threads > 0:
         torch.set_num_threads(config.threads)
     ckpt: dict[str, Any] | None = None
@@ -362,6 +510,9 @@ def _run(config: TrainConfig, on_step: Callable[[int], bool] | None, flag: _Stop
         acc = {k: float(v) for k, v in ckpt.get("epoch_accumulators", acc).items()}
         _say(f"resumed from {ckpt['path']} at epoch {epoch + 1}, batch {batch_pos}, step {step}")
     atomic_write_text(out_dir / "config.json", json.dumps(config.to_dict(), indent=2) + "\n")
+    # The module stays plain (its state_dict has no ``_orig_mod.`` prefixes); only the
+    # training step's loss computation is compiled.
+    loss_fn = loss_function(model, config)
 
     def payload() -> dict[str, Any]:
         return {
@@ -384,7 +535,7 @@ def _run(config: TrainConfig, on_step: Callable[[int], bool] | None, flag: _Stop
 
     while epoch < config.epochs:
         data = SpriteVideos(
-            _data_config(config),
+            data_config(config),
             seed=config.seed,
             split="train",
             epoch=epoch,
@@ -412,23 +563,8 @@ def _run(config: TrainConfig, on_step: Callable[[int], bool] | None, flag: _Stop
         stop = flag.requested
         for batch in [] if stop else loader:
             video = batch.video.to(device, non_blocking=True)
-            with precision(config):
-                out = model.loss(video)
-            ok = bool(torch.isfinite(out.loss))
-            if ok:
-                optimizer.zero_grad(set_to_none=True)
-                torch.autograd.backward(out.loss)
-                params = [p for p in model.parameters() if p.grad is not None]
-                if config.grad_clip > 0:
-                    gnorm = torch.nn.utils.clip_grad_norm_(params, config.grad_clip)
-                else:
-                    gnorm = torch.linalg.vector_norm(
-                        torch.stack([torch.linalg.vector_norm(p.grad) for p in params])
-                    )
-                ok = bool(torch.isfinite(gnorm))
-                if ok:
-                    optimizer.step()
-                optimizer.zero_grad(set_to_none=True)
+            with _compile_errors(config.compile, out_dir / "compile_error.log", step):
+                out, ok = train_step(model, loss_fn, optimizer, video, config)
             with warnings.catch_warnings():
                 # a skipped step still advances the schedule, which follows the batch position
                 warnings.filterwarnings("ignore", "Detected call of `lr_scheduler", UserWarning)
