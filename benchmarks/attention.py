@@ -24,7 +24,6 @@ from __future__ import annotations
 import argparse
 import gc
 import os
-import resource
 import statistics
 import subprocess
 import sys
@@ -193,6 +192,16 @@ def _rss_bytes() -> int:
         return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
 
 
+def _peak_rss_bytes() -> int:
+    """The process's peak resident memory (``VmHWM``: reset by ``exec``, unlike ``getrusage``'s
+    ``ru_maxrss``, which a child inherits from a large parent)."""
+    with open("/proc/self/status") as f:
+        for line in f:
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) * 1024
+    raise RuntimeError("no VmHWM in /proc/self/status")
+
+
 def _memory_child(impl: str, batch: int, n: int, embed: int, heads: int) -> None:
     """Print the peak resident memory a forward+backward at length ``n`` adds (bytes)."""
     torch.set_num_threads(1)
@@ -202,15 +211,14 @@ def _memory_child(impl: str, batch: int, n: int, embed: int, heads: int) -> None
     gc.collect()
     before = _rss_bytes()
     run_once(step, x)
-    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
-    print(max(0, peak - before))
+    print(max(0, _peak_rss_bytes() - before))
 
 
 def memory_rows(
     batch: int, embed: int, heads: int, n: int, impls: tuple[str, ...]
 ) -> list[dict[str, object]]:
     """Peak resident memory added by one forward+backward at length ``n``, each
-    implementation in a fresh process (``/proc`` and ``getrusage``: Linux), with its ratio to
+    implementation in a fresh process (``/proc`` and ``VmHWM``: Linux), with its ratio to
     ``sdpa``'s."""
     peaks: dict[str, int] = {}
     for impl in ("sdpa", "mha", *impls):

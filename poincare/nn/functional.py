@@ -359,6 +359,9 @@ def _encode_points(
 #: on the explicit-score paths: about 8 MiB of float64, so that a block's scores stay in cache
 #: and a training step holds no ``N x M`` matrix (see :func:`_attend`).
 BLOCK_ELEMENTS = 1 << 20
+#: The fewest query rows of a block: each block's backward pass forms a gradient of every key
+#: (``lead x M x D``), so thinner blocks of many heads cost more in those than they save.
+MIN_ROWS = 16
 #: The most blocks a call traced by ``torch.compile`` splits its queries into (each block is
 #: unrolled into the graph, so more blocks cost compilation time rather than memory).
 COMPILED_BLOCKS = 8
@@ -457,7 +460,7 @@ def _attend(
     lead = math.prod(
         _broadcast(_broadcast(tuple(q.shape[:-2]), tuple(k.shape[:-2])), tuple(beta.shape[:-2]))
     )
-    rows = n if need_weights else max(1, BLOCK_ELEMENTS // max(1, lead * m))
+    rows = n if need_weights else max(MIN_ROWS, BLOCK_ELEMENTS // max(1, lead * m))
     if torch.compiler.is_compiling():
         # traced blocks unroll into the graph: at most COMPILED_BLOCKS of them
         rows = max(rows, -(-n // COMPILED_BLOCKS))
