@@ -19,6 +19,12 @@ F64 = torch.float64
 
 
 @pytest.fixture(autouse=True)
+def _thin_blocks(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Blocks as thin as BLOCK_ELEMENTS makes them (a few rows here, several blocks per call)."""
+    monkeypatch.setattr(NF, "MIN_ROWS", 1)
+
+
+@pytest.fixture(autouse=True)
 def _one_thread() -> Iterator[None]:
     before = torch.get_num_threads()
     torch.set_num_threads(1)
