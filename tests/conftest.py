@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import math
 import os
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 
 import mpmath
 import pytest
@@ -293,3 +293,13 @@ def assert_matches_reference(
         j = errs.index(worst)
         note(f"{what}: worst element {j}: {hexdump('p', p.reshape(len(ps), -1)[j])}")
     assert worst <= HULP_BOUND, f"{what}: {worst:.2f} hULP > {HULP_BOUND:g}"
+
+
+@pytest.fixture
+def one_thread() -> Iterator[None]:
+    """One torch thread for the test (tiny tensors: threads only contend on a busy 2-core box),
+    restored after it. Modules use it with ``pytestmark = pytest.mark.usefixtures(...)``."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)

@@ -4,7 +4,7 @@ memory it holds for backward."""
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from typing import Any
 
 import pytest
@@ -24,12 +24,7 @@ def _thin_blocks(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(NF, "MIN_ROWS", 1)
 
 
-@pytest.fixture(autouse=True)
-def _one_thread() -> Iterator[None]:
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def _points(shape: tuple[int, ...], seed: int, dtype: torch.dtype = torch.float32) -> Tensor:

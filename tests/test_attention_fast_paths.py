@@ -8,7 +8,6 @@ are tested in ``tests/test_fused.py`` and ``tests/test_property_fused.py``.
 from __future__ import annotations
 
 import math
-from collections.abc import Iterator
 
 import pytest
 import torch
@@ -21,12 +20,7 @@ from poincare.nn import HyperbolicLinear, HyperbolicMultiHeadAttention, Hyperbol
 F64 = torch.float64
 
 
-@pytest.fixture(autouse=True)
-def _one_thread() -> Iterator[None]:
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def _pair(score: str, c: float, bias: bool) -> tuple[HyperbolicMultiHeadAttention, ...]:

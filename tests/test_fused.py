@@ -12,7 +12,7 @@ coordinates against the mpmath composition, far out too.
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 
 import pytest
 import torch
@@ -37,12 +37,7 @@ C_KINDS = ["float", "tensor", "rows"]
 SCORES = ["distance", "squared", "cosh"]
 
 
-@pytest.fixture(autouse=True)
-def _one_thread() -> Iterator[None]:
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def _curvature(c: float, kind: str, rows: int) -> float | Tensor:

@@ -86,7 +86,7 @@ from .._fused import (
     saturation,
 )
 from .._precision import compute_dtype
-from ._blockwise import blockwise_attention
+from ._blockwise import _block_mask, _masked, blockwise_attention
 from ._common import cast_point, check_curvature_arg, check_probability
 
 __all__ = [
@@ -403,9 +403,8 @@ def _attend_rows(
     if mask is not None:
         s = s + mask.to(s.dtype)
     elif causal_from is not None:
-        n, m = q.shape[-2], k.shape[-2]
-        allowed = torch.ones(n, m, dtype=torch.bool, device=q.device).triu(causal_from + 1)
-        s = s.masked_fill(allowed, float("-inf"))
+        forbidden = _block_mask(None, True, causal_from, q.shape[-2], k.shape[-2], q.device)
+        s = _masked(s, forbidden)
     w = torch.softmax(s, dim=-1)
     if dropout_p > 0.0:
         w = F.dropout(w, dropout_p, True)
@@ -487,8 +486,7 @@ def _attend(
             cc = c if ct is None else ct
             return _scores(qb, kk, v, path=enc.path, beta=bb, c=cc, score=score)
 
-        mb = mask if mask is not None else None
-        agg = blockwise_attention(score_fn, q, k, v, beta, c_t, rows=rows, mask=mb, causal=causal)
+        agg = blockwise_attention(score_fn, q, k, v, beta, c_t, rows=rows, mask=mask, causal=causal)
         return agg, None
     record = torch.is_grad_enabled() and any(
         t.requires_grad for t in (q, k, v, beta, *([c] if isinstance(c, Tensor) else []))
