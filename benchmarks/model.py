@@ -85,8 +85,8 @@ class _Bench:
     error: str | None = None
 
     def step(self) -> None:
-        _, ok = train_step(self.model, self.loss_fn, self.optimizer, self.video, self.config)
-        self.skipped += not ok
+        res = train_step(self.model, self.loss_fn, self.optimizer, self.video, self.config)
+        self.skipped += not res.taken
 
     def steps(self, n: int) -> Callable[[], None]:
         def go() -> None:

@@ -93,6 +93,8 @@ def contrastive_loss(
     hyperbolic: bool,
     score: str = "distance",
     c: float | PoincareBall = 1.0,
+    candidates: Tensor | None = None,
+    offset: int = 0,
 ) -> ContrastiveOutput:
     """InfoNCE over every (sample, future step, location) of future prediction.
 
@@ -105,9 +107,15 @@ def contrastive_loss(
 
     Top-1 / top-5 are the retrieval accuracies of the positive among the ``N`` targets.
 
+    With ``candidates (M, D)`` (for instance the targets of every rank of a distributed run,
+    gathered), each prediction is ranked against those ``M`` targets instead, and the positive
+    of prediction ``i`` is ``candidates[offset + i]``; ``target`` must then equal
+    ``candidates[offset : offset + N]`` (it is only checked for its shape).
+
     Raises:
-        ValueError: shapes of ``pred`` and ``target`` differ, are empty, or ``score`` is
-            unknown.
+        ValueError: shapes of ``pred`` and ``target`` differ, are empty, ``score`` is
+            unknown, or ``candidates`` has another last dimension or too few rows for
+            ``offset + N``.
     """
     if pred.shape != target.shape:
         raise ValueError(
@@ -118,8 +126,21 @@ def contrastive_loss(
         raise ValueError(f"pred must be non-empty with a last dimension, got {tuple(pred.shape)}")
     p = pred.reshape(-1, pred.shape[-1])
     t = target.reshape(-1, target.shape[-1])
+    if candidates is not None:
+        if candidates.dim() != 2 or candidates.shape[-1] != t.shape[-1]:
+            raise ValueError(
+                f"candidates must have shape (M, {t.shape[-1]}), got {tuple(candidates.shape)}"
+            )
+        if not 0 <= offset <= candidates.shape[0] - t.shape[0]:
+            raise ValueError(
+                f"offset must be in [0, {candidates.shape[0] - t.shape[0]}] for "
+                f"{t.shape[0]} targets among {candidates.shape[0]} candidates, got {offset}"
+            )
+        t = candidates
+    elif offset != 0:
+        raise ValueError(f"offset needs candidates, got offset={offset}")
     scores = score_matrix(p, t, hyperbolic=hyperbolic, score=score, c=c)
-    labels = torch.arange(p.shape[0], device=p.device)
+    labels = torch.arange(offset, offset + p.shape[0], device=p.device)
     loss = F.cross_entropy(scores, labels).to(pred.dtype)
     with torch.no_grad():
         k = min(5, scores.shape[1])

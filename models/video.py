@@ -143,7 +143,9 @@ class VideoFuturePredictor(nn.Module):
         # The transformer reads the past once; the rollout then advances a ConvGRU cell started
         # at logmap0 of the transformer's context (the ConvGRU aggregator rolls out itself).
         self.rollout_cell: ConvGRUCell | None = (
-            ConvGRUCell(feature_dim, feature_dim, gru_kernel) if use_transformer else None
+            ConvGRUCell(feature_dim, feature_dim, gru_kernel)
+            if use_transformer and pred_step > 1
+            else None
         )
         self.predictor = nn.Sequential(
             nn.Conv2d(feature_dim, feature_dim, 3, padding=1),
@@ -196,12 +198,12 @@ class VideoFuturePredictor(nn.Module):
         # compute dtype), narrowed once for the Euclidean rollout cell.
         _, context = aggregator.forward_tangent(z_ctx)
         hidden = context.to(z_ctx.dtype)
-        assert self.rollout_cell is not None
         preds: list[Tensor] = []
         for k in range(self.pred_step):
             p = self.predictor(hidden)
             preds.append(p)
             if k + 1 < self.pred_step:
+                assert self.rollout_cell is not None
                 hidden = self.rollout_cell(p, hidden)
         return torch.stack(preds, dim=1)
 
@@ -229,10 +231,29 @@ class VideoFuturePredictor(nn.Module):
             pred, target, group_size, hyperbolic=self.hyperbolic, score=self.score, c=self.ball
         )
 
-    def loss_of(self, pred: Tensor, target: Tensor) -> ContrastiveOutput:
-        """The contrastive loss of ``forward``'s output ``(pred, target)`` (float32 loss)."""
+    def loss_of(
+        self,
+        pred: Tensor,
+        target: Tensor,
+        *,
+        candidates: Tensor | None = None,
+        offset: int = 0,
+    ) -> ContrastiveOutput:
+        """The contrastive loss of ``forward``'s output ``(pred, target)`` (float32 loss).
+
+        ``candidates (M, D)`` and ``offset``: rank the predictions against these targets
+        instead, the positive of flattened prediction ``i`` being ``candidates[offset + i]``
+        (see :func:`models.loss.contrastive_loss`; used to score against every rank's
+        targets).
+        """
         out = contrastive_loss(
-            pred, target, hyperbolic=self.hyperbolic, score=self.score, c=self.ball
+            pred,
+            target,
+            hyperbolic=self.hyperbolic,
+            score=self.score,
+            c=self.ball,
+            candidates=candidates,
+            offset=offset,
         )
         return ContrastiveOutput(
             loss=out.loss.to(torch.float32),

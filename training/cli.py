@@ -5,22 +5,37 @@ from __future__ import annotations
 import argparse
 import sys
 from collections.abc import Sequence
-from typing import NoReturn
+from typing import Any, NoReturn
 
 from poincare.nn.functional import SCORES, canonical_score
-from training.checkpoint import CheckpointError
-from training.config import TrainConfig
+from training.checkpoint import CheckpointError, CheckpointWriteError, load_checkpoint
+from training.config import DATASETS, TrainConfig
 
-__all__ = ["build_parser", "config_from_args", "main"]
+__all__ = ["build_parser", "config_from_args", "explicit_settings", "main"]
 
 _D = TrainConfig()
 
 
 class _Parser(argparse.ArgumentParser):
-    """An argument parser whose errors are one line (``prog: error: ...``) and exit status 2."""
+    """An argument parser whose errors are one line (``prog: error: ...``) and exit status 2,
+    and which takes no abbreviated flags (so that :func:`explicit_settings` can tell which
+    settings the command line gave)."""
+
+    def __init__(self, **kwargs: Any) -> None:
+        super().__init__(allow_abbrev=False, **kwargs)
 
     def error(self, message: str) -> NoReturn:
         self.exit(2, f"{self.prog}: error: {message} (see --help)\n")
+
+
+class _HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
+    """Shows a flag's default, except where there is none (``None``: the help says what
+    happens then)."""
+
+    def _get_help_string(self, action: argparse.Action) -> str | None:
+        if action.default is None:
+            return action.help
+        return super()._get_help_string(action)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -29,11 +44,12 @@ def build_parser() -> argparse.ArgumentParser:
         prog="train_cli.py",
         description=(
             "Train the self-supervised video future-prediction model (Euclidean or hyperbolic; "
-            "ConvGRU or hyperbolic transformer aggregator) on procedural sprite videos, with "
-            "per-epoch validation of future-retrieval accuracy. The plain command trains the "
-            "hyperbolic transformer."
+            "ConvGRU or hyperbolic transformer aggregator) on the embedded procedural sprite "
+            "videos, on folders of frames or on video files, with per-epoch validation of "
+            "future-retrieval accuracy. The plain command trains the hyperbolic transformer. "
+            "Several processes: torchrun --nproc_per_node N train_cli.py ..."
         ),
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+        formatter_class=_HelpFormatter,
     )
     bo = argparse.BooleanOptionalAction
     m = p.add_argument_group("model")
@@ -99,7 +115,56 @@ def build_parser() -> argparse.ArgumentParser:
         "--encoder_width", type=int, default=_D.encoder_width, help="channels of the encoder"
     )
     m.add_argument("--gru_layers", type=int, default=_D.gru_layers, help="ConvGRU layers")
-    d = p.add_argument_group("data (procedural sprite videos)")
+    d = p.add_argument_group("data")
+    d.add_argument(
+        "--dataset",
+        choices=DATASETS,
+        default=_D.dataset,
+        help="sprites: the embedded procedural videos; frames: folders of JPEG/PNG frames "
+        "listed in --split_csv; video: video files (mp4, avi, webm, mkv, mov) under --data_root, "
+        "decoded with PyAV",
+    )
+    d.add_argument(
+        "--data_root",
+        default=_D.data_root,
+        help="folder of the frame folders (relative paths of the CSV start here) or of the "
+        "video files",
+    )
+    d.add_argument(
+        "--split_csv",
+        default=_D.split_csv,
+        help="CSV of the videos, one row per video, no header: video_folder, num_frames"
+        "[, labels...]; without --val_csv, --val_share of them are held out for validation",
+    )
+    d.add_argument("--val_csv", default=_D.val_csv, help="a separate CSV of the validation videos")
+    d.add_argument(
+        "--ds", type=int, default=_D.ds, help="frame step of real video (take every ds-th frame)"
+    )
+    d.add_argument(
+        "--val_share",
+        type=float,
+        default=_D.val_share,
+        help="share held out for validation when there is no --val_csv",
+    )
+    d.add_argument(
+        "--holdout",
+        choices=("video", "time"),
+        default=_D.holdout,
+        help="what --val_share holds out: whole videos, or the last part of every video's "
+        "frames (for a few long videos)",
+    )
+    d.add_argument(
+        "--clips_per_video",
+        type=int,
+        default=_D.clips_per_video,
+        help="clips drawn from every real video per epoch",
+    )
+    d.add_argument(
+        "--cache_dir",
+        default=_D.cache_dir,
+        help="--dataset video: decode every video once into frame folders here, then read "
+        "those (faster epochs); not given: decode the files every time",
+    )
     d.add_argument("--img_dim", type=int, default=_D.img_dim, help="frame side in pixels (x8)")
     d.add_argument("--seq_len", type=int, default=_D.seq_len, help="frames per block")
     d.add_argument("--num_seq", type=int, default=_D.num_seq, help="blocks per video")
@@ -132,7 +197,12 @@ def build_parser() -> argparse.ArgumentParser:
         help="batches of the fixed validation set",
     )
     o = p.add_argument_group("optimisation")
-    o.add_argument("--batch_size", type=int, default=_D.batch_size, help="videos per batch")
+    o.add_argument(
+        "--batch_size",
+        type=int,
+        default=_D.batch_size,
+        help="videos per batch (the global batch: with N processes each takes 1/N of it)",
+    )
     o.add_argument("--lr", type=float, default=_D.lr, help="peak learning rate (AdamW)")
     o.add_argument("--wd", type=float, default=_D.wd, help="weight decay")
     o.add_argument("--warmup_steps", type=int, default=_D.warmup_steps, help="linear warm-up steps")
@@ -167,13 +237,31 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument(
         "--out",
         default=_D.out,
-        help="run folder (default: runs/<UTC time>, or the checkpoint's folder with --resume)",
+        help="run folder; not given: a new runs/<UTC time> (with a -2, -3 ... suffix when "
+        "taken), or the checkpoint's folder with --resume. One run at a time may use a folder",
     )
     r.add_argument(
         "--resume",
         default=_D.resume,
         metavar="PATH",
-        help="continue exactly from this checkpoint (or run folder: its checkpoint_last.pt)",
+        help="continue from this checkpoint (or run folder: its checkpoint_last.pt) with the "
+        "checkpoint's settings; a flag given with it overrides that setting: architecture and "
+        "data flags must match, --epochs, --lr, --warmup_steps, --wd and --grad_clip apply "
+        "from the step reached",
+    )
+    r.add_argument(
+        "--tensorboard",
+        action=bo,
+        default=_D.tensorboard,
+        help="write TensorBoard event files into the run folder's tensorboard/ (not given: "
+        "when the tensorboard package is installed)",
+    )
+    r.add_argument(
+        "--cross_rank_negatives",
+        action=bo,
+        default=_D.cross_rank_negatives,
+        help="with several processes (torchrun), score every rank's predictions against the "
+        "targets of all ranks (more negatives, the one-process loss of the global batch)",
     )
     r.add_argument("--progress", action=bo, default=_D.progress, help="show the progress bar")
     r.add_argument(
@@ -193,11 +281,45 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
-def config_from_args(parser: argparse.ArgumentParser, args: argparse.Namespace) -> TrainConfig:
+def explicit_settings(parser: argparse.ArgumentParser, argv: Sequence[str]) -> set[str]:
+    """The settings (``TrainConfig`` field names) that ``argv`` gives explicitly.
+
+    The parser takes no abbreviations, so a setting is explicit when one of its flags
+    (``--name``, ``--name=value`` or ``--no-name``) appears in ``argv``."""
+    found: set[str] = set()
+    for action in parser._actions:
+        for opt in action.option_strings:
+            if any(a == opt or a.startswith(opt + "=") for a in argv):
+                found.add(action.dest)
+    return found
+
+
+def config_from_args(
+    parser: argparse.ArgumentParser,
+    args: argparse.Namespace,
+    argv: Sequence[str] | None = None,
+) -> TrainConfig:
     """Turn parsed flags into a :class:`TrainConfig`; an impossible combination calls
     ``parser.error`` (exit status 2, one line naming the reason).
+
+    With ``--resume`` and ``argv`` (the command line), the settings that ``argv`` does not
+    give are the checkpoint's, so that ``--resume`` alone continues the run exactly as it was
+    configured; the ones it gives override them (and are checked by the trainer).
     """
-    config = TrainConfig.from_dict(vars(args))
+    values = vars(args)
+    if argv is not None and args.resume is not None:
+        try:
+            saved = load_checkpoint(args.resume)["config"]
+        except CheckpointError as e:
+            parser.error(str(e))
+        given = explicit_settings(parser, argv)
+        names = set(TrainConfig().to_dict())
+        values = {
+            k: (v if k in given or k not in saved or k not in names else saved[k])
+            for k, v in values.items()
+        }
+        values["resume"] = args.resume
+    config = TrainConfig.from_dict(values)
     problems = config.problems()
     if problems:
         parser.error(problems[0])
@@ -209,43 +331,52 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Parse ``argv``, train, and return the exit status.
 
     0: finished; 130 / 143: stopped by SIGINT / SIGTERM after saving a checkpoint (0 when a
-    hook stopped it); 1: the run diverged; 2: bad flags, an unusable ``--resume``, a
-    missing optional dependency (one line naming the extra that brings it, before training)
+    hook stopped it); 1: the run diverged (non-finite steps, non-finite weights, or no step
+    that succeeded) or a checkpoint could not be written (a full disk: the previous one stays
+    intact); 2: bad flags, an unusable ``--resume`` or ``--out``, missing or unreadable data,
+    a missing optional dependency (one line naming the extra that brings it, before training)
     or a ``--compile`` that cannot work (one line: before training when it can be told up
     front, else at the step where ``torch.compile`` failed, with the full report in the run
-    folder's ``compile_error.log``).
+    folder's ``compile_error.log``). Every error is one line on stderr.
     """
     from poincare._optional import MissingDependencyError, require
 
     parser = build_parser()
+    argv = list(sys.argv[1:] if argv is None else argv)
     args = parser.parse_args(argv)
-    config = config_from_args(parser, args)
+    config = config_from_args(parser, args, argv)
     try:
+        from training.distributed import DistributedSetupError
+        from training.run_folder import RunFolderError
         from training.trainer import CompileError, TrainingDivergedError, run
+        from training.video_data import VideoDataError
 
         require("matplotlib", extra="train", purpose="the training curves' plot")
     except MissingDependencyError as e:
         print(f"train_cli.py: error: {e}", file=sys.stderr)
         return 2
+
+    def fail(message: object, status: int) -> int:
+        print(f"train_cli.py: error: {message}", file=sys.stderr)
+        return status
+
     try:
         result = run(config)
-    except CheckpointError as e:
-        parser.error(str(e))
+    except CheckpointWriteError as e:
+        return fail(e, 1)
+    except (CheckpointError, RunFolderError, VideoDataError, DistributedSetupError) as e:
+        return fail(e, 2)
     except TrainingDivergedError as e:
-        print(f"train_cli.py: error: {e}", file=sys.stderr)
-        return 1
-    except CompileError as e:
-        print(f"train_cli.py: error: {e}", file=sys.stderr)
-        return 2
-    except MissingDependencyError as e:
-        print(f"train_cli.py: error: {e}", file=sys.stderr)
-        return 2
+        return fail(e, 1)
+    except (CompileError, MissingDependencyError) as e:
+        return fail(e, 2)
     if result.interrupted:
         return 128 + result.stop_signal if result.stop_signal else 0
     final = result.final
     if final:
+        epochs = len(result.history)
         print(
-            f"finished {len(result.history)} epochs in {result.out_dir}: "
+            f"finished {epochs} epoch{'s' if epochs != 1 else ''} in {result.out_dir}: "
             f"val top-1 {100 * final['val_top1']:.2f}% top-5 {100 * final['val_top5']:.2f}% "
             f"(chance {100 * final['chance_top1']:.2f}% / {100 * final['chance_top5']:.2f}%), "
             f"non-finite steps skipped: {result.nonfinite_total}"

@@ -3,13 +3,33 @@
 from __future__ import annotations
 
 import dataclasses
+import math
 from dataclasses import dataclass
 from typing import Any
+
+import torch
 
 from poincare._checks import check_curvature
 from poincare.nn.functional import SCORES, canonical_score
 
-__all__ = ["ARCHITECTURE_KEYS", "DATA_KEYS", "TrainConfig"]
+__all__ = [
+    "ARCHITECTURE_KEYS",
+    "DATASETS",
+    "DATA_KEYS",
+    "MAX_CURVATURE",
+    "MAX_SEED",
+    "MIN_CURVATURE",
+    "SCHEDULE_KEYS",
+    "TrainConfig",
+]
+
+DATASETS: tuple[str, ...] = ("sprites", "frames", "video")
+# The curvatures the numerical contract is verified for (DESIGN.md): a ball of curvature
+# 1e300 has a radius of 1e-150 and one of 1e-300 a radius of 1e150, so every step is NaN.
+MIN_CURVATURE = 1e-4
+MAX_CURVATURE = 100.0
+# torch.manual_seed and the data's SplitMix64 chain take a 64-bit seed; numpy takes it mod 2**32.
+MAX_SEED = 2**63 - 1
 
 # Keys whose change makes a checkpoint unusable: they fix the model's parameters or the
 # computation it performs.
@@ -39,7 +59,18 @@ DATA_KEYS: tuple[str, ...] = (
     "train_batches",
     "val_batches",
     "group_size",
+    "dataset",
+    "data_root",
+    "split_csv",
+    "val_csv",
+    "ds",
+    "val_share",
+    "holdout",
+    "clips_per_video",
 )
+# Keys of the optimisation schedule. A resumed run may change them: the new values apply from
+# the step it resumes at (see :func:`training.trainer.run`).
+SCHEDULE_KEYS: tuple[str, ...] = ("epochs", "lr", "warmup_steps", "wd", "grad_clip")
 
 
 @dataclass
@@ -60,7 +91,15 @@ class TrainConfig:
     ``device`` (``cpu``, ``cuda`` or ``auto``), ``out`` (run folder;
     ``None``: ``runs/<time>``, or the checkpoint's folder on resume), ``resume`` (checkpoint
     path), ``progress`` (show the tqdm bar), ``compile`` (run the training step's forward
-    pass and loss through ``torch.compile``; see :func:`training.trainer.run`).
+    pass and loss through ``torch.compile``; see :func:`training.trainer.run`),
+    ``tensorboard`` (event files in the run folder; ``None``: when tensorboard is installed).
+    Real video: ``dataset`` (``sprites``: the embedded procedural videos; ``frames``: folders
+    of frames listed in ``split_csv``; ``video``: video files under ``data_root``),
+    ``data_root``, ``split_csv``, ``val_csv`` (a separate validation list), ``ds`` (frame
+    step), ``val_share`` and ``holdout`` (``video``: hold out that share of the videos;
+    ``time``: the last share of every video's frames), ``clips_per_video`` (items per video
+    and epoch), ``cache_dir`` (decoded frames of ``video`` files). Several processes:
+    ``cross_rank_negatives`` (score each rank's predictions against every rank's targets).
     """
 
     hyperbolic: bool = True
@@ -98,6 +137,17 @@ class TrainConfig:
     resume: str | None = None
     progress: bool = True
     compile: bool = False
+    dataset: str = "sprites"
+    data_root: str | None = None
+    split_csv: str | None = None
+    val_csv: str | None = None
+    ds: int = 1
+    val_share: float = 0.2
+    holdout: str = "video"
+    clips_per_video: int = 1
+    cache_dir: str | None = None
+    cross_rank_negatives: bool = False
+    tensorboard: bool | None = None
 
     def problems(self) -> list[str]:
         """Reasons why this configuration cannot run (empty when it can)."""
@@ -122,15 +172,37 @@ class TrainConfig:
         for name in positive:
             if getattr(self, name) <= 0:
                 p.append(f"--{name} must be positive, got {getattr(self, name)}")
-        if not self.lr > 0.0:
-            p.append(f"--lr must be positive, got {self.lr}")
+        if not 0.0 < self.lr < math.inf:
+            p.append(f"--lr must be a finite positive number, got {self.lr}")
         try:
             check_curvature(self.curvature)
         except (TypeError, ValueError) as e:
             p.append(f"--curvature: {e}")
+        else:
+            if not MIN_CURVATURE <= self.curvature <= MAX_CURVATURE:
+                p.append(
+                    f"--curvature must be in [{MIN_CURVATURE:g}, {MAX_CURVATURE:g}] (the range "
+                    f"the library is verified for), got {self.curvature:g}"
+                )
+        if not 0 <= self.seed <= MAX_SEED:
+            p.append(f"--seed must be in [0, 2**63 - 1], got {self.seed}")
         for name in ("wd", "grad_clip"):
-            if not getattr(self, name) >= 0.0:
-                p.append(f"--{name} must be >= 0, got {getattr(self, name)}")
+            if not 0.0 <= getattr(self, name) < math.inf:
+                p.append(f"--{name} must be finite and >= 0, got {getattr(self, name)}")
+        if self.dataset not in DATASETS:
+            p.append(f"--dataset must be one of {DATASETS}, got {self.dataset!r}")
+        if self.dataset in ("frames", "video") and not self.data_root:
+            p.append(f"--dataset {self.dataset} needs --data_root")
+        if self.dataset == "frames" and not self.split_csv:
+            p.append("--dataset frames needs --split_csv (the CSV listing the videos)")
+        if self.ds <= 0:
+            p.append(f"--ds must be positive, got {self.ds}")
+        if self.clips_per_video <= 0:
+            p.append(f"--clips_per_video must be positive, got {self.clips_per_video}")
+        if not 0.0 < self.val_share < 1.0:
+            p.append(f"--val_share must be in (0, 1), got {self.val_share}")
+        if self.holdout not in ("video", "time"):
+            p.append(f"--holdout must be video or time, got {self.holdout!r}")
         for name in ("warmup_steps", "num_workers", "num_distractors", "threads"):
             if getattr(self, name) < 0:
                 p.append(f"--{name} must be >= 0, got {getattr(self, name)}")
@@ -157,6 +229,12 @@ class TrainConfig:
             )
         if self.device not in ("cpu", "cuda", "auto"):
             p.append(f"--device must be cpu, cuda or auto, got {self.device!r}")
+        elif self.device == "cuda" and not torch.cuda.is_available():
+            build = "a CPU-only build" if torch.version.cuda is None else "a CUDA build"
+            p.append(
+                f"--device cuda: no CUDA device is available (torch {torch.__version__} is "
+                f"{build}); use --device cpu or --device auto"
+            )
         return p
 
     def validate(self) -> None:

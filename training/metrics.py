@@ -31,8 +31,15 @@ METRIC_COLUMNS: tuple[str, ...] = (
     "val_candidates",
     "val_group_top1",
     "chance_group_top1",
+    "val_skipped",
+    "val_pred_spread",
+    "val_pred_radius",
+    "val_pred_shell",
+    "curvature",
     "epoch_seconds",
     "clips_per_second",
+    "processes",
+    "ranks_in_sync",
 )
 
 

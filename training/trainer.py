@@ -40,16 +40,17 @@ import threading
 import time
 import traceback
 import warnings
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
 from pathlib import Path
 from types import FrameType
 from typing import Any
 
 import torch
+import torch.distributed as dist
 from torch import nn
-from torch.utils.data import DataLoader
+from torch.nn.parallel import DistributedDataParallel
+from torch.utils.data import DataLoader, Dataset
 
 import poincare
 from poincare._optional import optional_imports
@@ -67,24 +68,49 @@ from training.checkpoint import (
     load_checkpoint,
     save_checkpoint,
     set_rng_state,
+    validate_checkpoint,
 )
-from training.config import TrainConfig
-from training.data import SpriteBatch, SpriteVideoConfig, SpriteVideos
+from training.config import SCHEDULE_KEYS, TrainConfig
+from training.data import SpriteBatch, SpriteVideoConfig, SpriteVideos, batch_seed
+from training.distributed import (
+    DistContext,
+    broadcast_object,
+    gather_with_grad,
+    init_distributed,
+    local_slice,
+    shard_batches,
+)
 from training.metrics import plot_curves, write_metrics
+from training.run_folder import (
+    RunLock,
+    default_run_folder,
+    prepare_run_folder,
+    remove_stale_temporaries,
+)
+from training.tensorboard_log import TensorBoardLog, epoch_scalars
 
 __all__ = [
+    "COLLAPSE_SHELL",
+    "COLLAPSE_SPREAD",
     "CompileError",
+    "RealData",
     "RunResult",
+    "StepResult",
     "TrainingDivergedError",
     "WarmupCosine",
+    "apply_schedule",
     "build_model",
     "build_optimizer",
+    "build_real_data",
+    "collapse_warning",
     "compile_problem",
     "data_config",
     "evaluate",
     "loss_function",
+    "prediction_stats",
     "resolve_device",
     "run",
+    "steps_per_epoch",
     "train_step",
 ]
 
@@ -115,6 +141,8 @@ class RunResult:
             signal, 0 for a hook); ``checkpoint_last.pt`` holds where it stopped.
         step: batches done in all.
         nonfinite_total: steps skipped because the loss or the gradient was not finite.
+        final: the last epoch's metrics (empty when no epoch finished).
+        model: the trained model (its state when the run ended), on the run's device.
     """
 
     out_dir: Path
@@ -124,6 +152,7 @@ class RunResult:
     step: int = 0
     nonfinite_total: int = 0
     final: dict[str, Any] = field(default_factory=dict)
+    model: VideoFuturePredictor | None = None
 
 
 class WarmupCosine:
@@ -259,15 +288,61 @@ def precision(config: TrainConfig) -> contextlib.AbstractContextManager[object]:
 LossFunction = Callable[[torch.Tensor], ContrastiveOutput]
 
 
-def loss_function(model: VideoFuturePredictor, config: TrainConfig) -> LossFunction:
-    """What a training step calls on a video batch: ``model.loss``, or with ``compile`` its
+def loss_function(
+    model: VideoFuturePredictor,
+    config: TrainConfig,
+    ctx: DistContext | None = None,
+    forward: nn.Module | None = None,
+) -> LossFunction:
+    """What a training step calls on a video batch.
+
+    In one process: ``model.loss``. With several processes (``ctx``), ``forward`` (the
+    :class:`~torch.nn.parallel.DistributedDataParallel` wrapper of ``model``) computes
+    ``(pred, target)`` and ``model.loss_of`` the loss; with ``cross_rank_negatives`` the
+    targets of every rank are gathered (:func:`training.distributed.gather_with_grad`) and
+    each prediction is ranked against all of them. With ``compile``, the function goes through
     ``torch.compile`` (the backend of :data:`_COMPILE_BACKEND`, inductor; default mode;
     ``dynamic=False``). The module itself is not wrapped, so its ``state_dict`` stays plain.
-    Compilation happens at the first call."""
+    Compilation happens at the first call.
+    """
+    fn: LossFunction
+    if ctx is None or not ctx.active:
+        fn = model.loss
+    else:
+        wrapped = model if forward is None else forward
+        context = ctx
+
+        def distributed_loss(video: torch.Tensor) -> ContrastiveOutput:
+            pred, target = wrapped(video)
+            if not config.cross_rank_negatives:
+                return model.loss_of(pred, target)
+            flat = target.reshape(-1, target.shape[-1])
+            candidates = gather_with_grad(flat, context)
+            return model.loss_of(
+                pred, target, candidates=candidates, offset=context.rank * flat.shape[0]
+            )
+
+        fn = distributed_loss
     if not config.compile:
-        return model.loss
-    compiled: LossFunction = torch.compile(model.loss, backend=_COMPILE_BACKEND, dynamic=False)
+        return fn
+    compiled: LossFunction = torch.compile(fn, backend=_COMPILE_BACKEND, dynamic=False)
     return compiled
+
+
+@dataclass(frozen=True)
+class StepResult:
+    """What :func:`train_step` reports.
+
+    Attributes:
+        taken: the optimiser stepped (the loss and the gradient norm were finite on every
+            rank).
+        loss: the loss, averaged over the ranks (``nan`` when not finite somewhere).
+        top1: the training top-1 retrieval accuracy, averaged over the ranks.
+    """
+
+    taken: bool
+    loss: float
+    top1: float
 
 
 def train_step(
@@ -276,15 +351,31 @@ def train_step(
     optimizer: torch.optim.Optimizer,
     video: torch.Tensor,
     config: TrainConfig,
-) -> tuple[ContrastiveOutput, bool]:
+    ctx: DistContext | None = None,
+) -> StepResult:
     """One optimisation step on ``video``: the loss (under the run's :func:`precision`),
     backward, the gradient clip (``grad_clip``; 0: the norm is only checked) and the
-    optimiser's step. Returns the loss output and whether the step was taken: it is skipped
-    (no parameter changes, gradients cleared) when the loss or the gradient norm is not
-    finite."""
+    optimiser's step. The step is skipped (no parameter changes, gradients cleared) when the
+    loss or the gradient norm is not finite. With several processes (``ctx``), the ranks
+    agree on that decision (one ``all_reduce`` of the finiteness and the loss before the
+    backward pass, so that no rank enters DDP's gradient reduction alone; the gradients it
+    averages, and so their norm, are then the same on every rank)."""
     with precision(config):
         out = loss_fn(video)
-    ok = bool(torch.isfinite(out.loss))
+    finite = torch.isfinite(out.loss)
+    summary = torch.stack(
+        [
+            finite.to(torch.float64),
+            torch.where(finite, out.loss.detach(), 0.0).to(torch.float64),
+            out.top1.detach().to(torch.float64),
+        ]
+    )
+    world = 1
+    if ctx is not None and ctx.active:
+        dist.all_reduce(summary)
+        world = ctx.world_size
+    n_finite, loss_sum, top1_sum = summary.tolist()
+    ok = n_finite == world
     if ok:
         optimizer.zero_grad(set_to_none=True)
         torch.autograd.backward(out.loss)
@@ -299,7 +390,8 @@ def train_step(
         if ok:
             optimizer.step()
         optimizer.zero_grad(set_to_none=True)
-    return out, ok
+    loss = loss_sum / world if n_finite == world else math.nan
+    return StepResult(taken=ok, loss=loss, top1=top1_sum / world)
 
 
 def build_optimizer(model: nn.Module, config: TrainConfig) -> torch.optim.Optimizer:
@@ -317,58 +409,320 @@ def build_optimizer(model: nn.Module, config: TrainConfig) -> torch.optim.Optimi
     return torch.optim.AdamW(groups, lr=config.lr)
 
 
+def apply_schedule(
+    optimizer: torch.optim.Optimizer,
+    scheduler: torch.optim.lr_scheduler.LambdaLR,
+    config: TrainConfig,
+    steps_per_epoch: int,
+) -> float:
+    """Make the optimiser and the schedule follow ``config`` from the scheduler's current step
+    on, and return the learning rate they now give.
+
+    A resumed run restores the optimiser's and the schedule's states, which hold the learning
+    rate, the warm-up and the length of the run that wrote them. This replaces them with
+    ``config``'s: the schedule becomes ``WarmupCosine(warmup_steps, epochs * steps_per_epoch)``
+    with peak ``lr``, evaluated at the step reached (so a run extended from 2 to 12 epochs
+    continues on the cosine of 12 epochs, and the warm-up counts the steps already done), and
+    the decayed parameter group takes ``wd``. With unchanged settings it changes nothing."""
+    schedule = WarmupCosine(config.warmup_steps, config.epochs * steps_per_epoch)
+    scheduler.lr_lambdas = [schedule for _ in optimizer.param_groups]
+    scheduler.base_lrs = [config.lr for _ in optimizer.param_groups]
+    factor = schedule(scheduler.last_epoch)
+    for i, group in enumerate(optimizer.param_groups):
+        group["initial_lr"] = config.lr
+        group["lr"] = config.lr * factor
+        if i == 0:
+            group["weight_decay"] = config.wd
+    scheduler._last_lr = [float(g["lr"]) for g in optimizer.param_groups]
+    return config.lr * factor
+
+
+def _worker_init(_: int) -> None:
+    """DataLoader workers leave SIGINT and SIGTERM to the main process.
+
+    Ctrl-C, Slurm and systemd signal the whole process group. A worker that died of the
+    signal would make the main process's loader raise before it could save; ignoring the
+    signal keeps the workers alive until the main process, which stops at the next step
+    boundary and saves, shuts them down. (A worker whose parent died still exits, through
+    the DataLoader's watchdog.)"""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+
+
+class _RankSlice(Dataset[SpriteBatch]):
+    """This rank's rows of every batch of a data set of whole (global) batches."""
+
+    def __init__(self, data: Dataset[SpriteBatch], part: slice, length: int) -> None:
+        self.data = data
+        self.part = part
+        self.length = length
+
+    def __len__(self) -> int:
+        return self.length
+
+    def __getitem__(self, index: int) -> SpriteBatch:
+        b = self.data[index]
+        return SpriteBatch(*(t[self.part] for t in b))
+
+
+@dataclass
+class RealData:
+    """The real-video data sets of a run (``dataset`` frames or video)."""
+
+    train: Any
+    val: Any
+
+    @property
+    def skipped(self) -> list[str]:
+        """Videos too short for one clip, in either split."""
+        out: list[str] = []
+        for d in (self.train, self.val):
+            out.extend(str(s) for s in getattr(d, "skipped", []))
+        return out
+
+
+def build_real_data(config: TrainConfig) -> RealData | None:
+    """The training and validation data sets of ``--dataset frames`` or ``video`` (see
+    :mod:`training.video_data`), ``None`` for the embedded sprites. Raises
+    :class:`training.video_data.VideoDataError` for a missing folder or list."""
+    if config.dataset == "sprites":
+        return None
+    from training.video_data import build_video_datasets
+
+    assert config.data_root is not None  # config.validate() checked it
+    train, val = build_video_datasets(
+        config.dataset,
+        config.data_root,
+        config.split_csv,
+        config.val_csv,
+        num_seq=config.num_seq,
+        seq_len=config.seq_len,
+        ds=config.ds,
+        img_dim=config.img_dim,
+        seed=config.seed,
+        val_share=config.val_share,
+        holdout=config.holdout,
+        clips_per_video=config.clips_per_video,
+        cache_dir=config.cache_dir,
+    )
+    return RealData(train=train, val=val)
+
+
+_ORDER_SALT = 0x2545F4914F6CDD1D
+
+
+def _epoch_order(config: TrainConfig, epoch: int, n: int) -> list[int]:
+    """The order of a real data set's ``n`` clips in ``epoch``: a permutation that is a pure
+    function of ``(seed, epoch)``."""
+    # The items' own draws use batch_seed(seed, "train", epoch, i); the order's seed is that of
+    # item 0 with its bits flipped, so that the two are unrelated.
+    g = torch.Generator().manual_seed(batch_seed(config.seed, "train", epoch, 0) ^ _ORDER_SALT)
+    order: list[int] = torch.randperm(n, generator=g).tolist()
+    return order
+
+
+def steps_per_epoch(config: TrainConfig, real: RealData | None) -> int:
+    """Optimisation steps per epoch: ``train_batches`` for the sprites; the full global
+    batches of the training clips for real video.
+
+    Raises ``ValueError`` when the training set holds fewer clips than one batch."""
+    if real is None:
+        return config.train_batches
+    n = len(real.train)
+    if n < config.batch_size:
+        raise ValueError(
+            f"the training set has {n} clips, fewer than one batch (--batch_size "
+            f"{config.batch_size}); lower --batch_size or raise --clips_per_video"
+        )
+    return n // config.batch_size
+
+
+def _train_loader(
+    config: TrainConfig,
+    ctx: DistContext,
+    epoch: int,
+    start: int,
+    steps: int,
+    real: RealData | None,
+) -> DataLoader[SpriteBatch]:
+    """This rank's batches ``start, ..., steps - 1`` of ``epoch``."""
+    if real is None:
+        data: Dataset[SpriteBatch] = SpriteVideos(
+            data_config(config),
+            seed=config.seed,
+            split="train",
+            epoch=epoch,
+            batch_size=config.batch_size,
+            num_batches=steps,
+        )
+        if ctx.active:
+            data = _RankSlice(data, local_slice(config.batch_size, ctx), steps)
+        return DataLoader(
+            data,
+            batch_size=None,
+            sampler=list(range(start, steps)),
+            num_workers=config.num_workers,
+            worker_init_fn=_worker_init,
+            generator=torch.Generator(),
+        )
+    real.train.set_epoch(epoch)
+    batches = shard_batches(_epoch_order(config, epoch, len(real.train)), config.batch_size, ctx)
+    return DataLoader(
+        real.train,
+        batch_sampler=batches[start:steps],
+        num_workers=config.num_workers,
+        worker_init_fn=_worker_init,
+        generator=torch.Generator(),
+    )
+
+
+def _val_batches(config: TrainConfig, real: RealData | None) -> Iterable[SpriteBatch]:
+    if real is None:
+        data = SpriteVideos(
+            data_config(config),
+            seed=config.seed,
+            split="val",
+            epoch=0,
+            batch_size=config.batch_size,
+            num_batches=config.val_batches,
+        )
+        return (data[i] for i in range(len(data)))
+    n = len(real.val)
+    return DataLoader(
+        real.val,
+        batch_size=min(config.batch_size, n),
+        shuffle=False,
+        drop_last=True,
+        num_workers=config.num_workers,
+        worker_init_fn=_worker_init,
+    )
+
+
+# Collapse detection: predictions whose mean pairwise distance is below this (hyperbolic
+# distance; for the Euclidean model, relative to their mean norm) are one point.
+COLLAPSE_SPREAD = 1e-3
+# ... and a point within this hyperbolic distance of the largest representable radius is on
+# the outermost shell; more than COLLAPSE_SHELL of the predictions there is a saturated model.
+SHELL_MARGIN = 0.5
+COLLAPSE_SHELL = 0.5
+_SPREAD_SAMPLE = 256
+
+
+def prediction_stats(
+    pred: torch.Tensor, *, hyperbolic: bool, c: float | torch.Tensor
+) -> dict[str, float]:
+    """Statistics of a batch of predictions ``pred (..., D)`` that reveal a collapsed model.
+
+    ``spread``: the mean pairwise distance of (up to 256, evenly strided) predictions:
+    hyperbolic distance in the ball, or for the Euclidean model the Euclidean distance divided
+    by the mean norm. ``radius``: the mean distance from the origin (the norm for the
+    Euclidean model). ``shell``: the fraction of predictions within 0.5 of the largest
+    radius ``pred``'s dtype can represent (:func:`poincare.max_radius`; 0 for the Euclidean
+    model).
+    """
+    flat = pred.detach().reshape(-1, pred.shape[-1])
+    stride = max(1, flat.shape[0] // _SPREAD_SAMPLE)
+    sample = flat[::stride][:_SPREAD_SAMPLE]
+    m = sample.shape[0]
+    if hyperbolic:
+        r = poincare.dist0(flat, c=c)
+        d = poincare.pairwise_dist(sample, sample, c=c)
+        cap = poincare.max_radius(flat.dtype, c=float(c))
+        shell = float((r >= cap - SHELL_MARGIN).float().mean())
+        spread = float(d.sum() / max(m * (m - 1), 1))
+        radius = float(r.mean())
+    else:
+        norms = torch.linalg.vector_norm(flat, dim=-1)
+        d = torch.cdist(sample, sample)
+        radius = float(norms.mean())
+        spread = float(d.sum() / max(m * (m - 1), 1)) / max(radius, 1e-30)
+        shell = 0.0
+    return {"spread": spread, "radius": radius, "shell": shell}
+
+
+def collapse_warning(record: dict[str, Any]) -> str | None:
+    """A warning when an epoch's validation predictions have collapsed (``val_pred_spread``
+    below :data:`COLLAPSE_SPREAD`) or saturated (``val_pred_shell`` above
+    :data:`COLLAPSE_SHELL`); ``None`` otherwise."""
+    spread = record.get("val_pred_spread", math.nan)
+    shell = record.get("val_pred_shell", math.nan)
+    if math.isfinite(spread) and spread < COLLAPSE_SPREAD:
+        return (
+            f"warning: the predictions have collapsed to one point (mean pairwise distance "
+            f"{spread:.2e} < {COLLAPSE_SPREAD:g}) at epoch {record['epoch']}; try a smaller --lr"
+        )
+    if math.isfinite(shell) and shell > COLLAPSE_SHELL:
+        return (
+            f"warning: {100 * shell:.0f}% of the predictions lie on the outermost "
+            f"representable shell at epoch {record['epoch']}; the model has saturated. Try a "
+            "smaller --lr or --fp64_hyper"
+        )
+    return None
+
+
 @torch.no_grad()
 def evaluate(
-    model: VideoFuturePredictor, config: TrainConfig, device: torch.device
+    model: VideoFuturePredictor,
+    config: TrainConfig,
+    device: torch.device,
+    real: RealData | None = None,
 ) -> dict[str, float]:
-    """Validation metrics on the fixed validation set (``val_batches`` batches, epoch 0 of the
-    ``val`` split): mean loss, top-1/top-5 retrieval accuracy and their chance levels
-    ``1/M`` and ``min(5, M)/M`` with ``M`` the candidates per batch, and the top-1 accuracy
-    within groups of videos that differ only by their motion (``val_group_top1``, chance
-    ``1/group_size``): a model that ignores the past cannot beat chance there. Uses no
-    global RNG.
+    """Validation metrics on the fixed validation set (the sprites: ``val_batches`` batches,
+    epoch 0 of the ``val`` split; real video: every validation clip, in batches of
+    ``batch_size``): mean loss, top-1/top-5 retrieval accuracy and their chance levels
+    ``1/M`` and ``min(5, M)/M`` with ``M`` the candidates per batch, the top-1 accuracy
+    within groups of sprite videos that differ only by their motion (``val_group_top1``,
+    chance ``1/group_size``; ``nan`` for real video, which has no such groups), and the
+    :func:`prediction_stats` means (``val_pred_spread``, ``val_pred_radius``,
+    ``val_pred_shell``). Batches with a non-finite loss are counted in ``val_skipped``;
+    every metric is ``nan`` when all were. Uses no global RNG.
     """
     was_training = model.training
     model.eval()
-    data = SpriteVideos(
-        data_config(config),
-        seed=config.seed,
-        split="val",
-        epoch=0,
-        batch_size=config.batch_size,
-        num_batches=config.val_batches,
-    )
     losses, top1, top5, group = [], [], [], []
+    stats: dict[str, list[float]] = {"spread": [], "radius": [], "shell": []}
     gs = min(config.group_size, config.batch_size)
-    candidates = 1
+    candidates = 0
     skipped = 0
     try:
-        for i in range(len(data)):
+        for batch in _val_batches(config, real):
             with precision(config):
-                pred, target = model(data[i].video.to(device))
+                pred, target = model(batch.video.to(device))
                 out = model.loss_of(pred, target)
-                group_hit = model.group_top1(pred, target, gs)
+                group_hit = model.group_top1(pred, target, gs) if real is None else None
+            candidates = out.num_candidates
             if not torch.isfinite(out.loss):
                 skipped += 1
                 continue
-            group.append(group_hit.item())
+            if group_hit is not None:
+                group.append(group_hit.item())
             losses.append(out.loss.item())
             top1.append(out.top1.item())
             top5.append(out.top5.item())
-            candidates = out.num_candidates
+            for k, v in prediction_stats(
+                pred, hyperbolic=model.hyperbolic, c=model.ball.c.detach()
+            ).items():
+                stats[k].append(v)
     finally:
         model.train(was_training)
     nan = float("nan")
+
+    def mean(xs: list[float]) -> float:
+        return float(np.mean(xs)) if xs else nan
+
     return {
-        "val_loss": float(np.mean(losses)) if losses else nan,
-        "val_top1": float(np.mean(top1)) if top1 else nan,
-        "val_top5": float(np.mean(top5)) if top5 else nan,
-        "chance_top1": 1.0 / candidates,
-        "chance_top5": min(5, candidates) / candidates,
+        "val_loss": mean(losses),
+        "val_top1": mean(top1),
+        "val_top5": mean(top5),
+        "chance_top1": 1.0 / candidates if candidates else nan,
+        "chance_top5": min(5, candidates) / candidates if candidates else nan,
         "val_candidates": float(candidates),
-        "val_group_top1": float(np.mean(group)) if group else nan,
-        "chance_group_top1": 1.0 / gs,
+        "val_group_top1": mean(group),
+        "chance_group_top1": 1.0 / gs if real is None else nan,
         "val_skipped": float(skipped),
+        "val_pred_spread": mean(stats["spread"]),
+        "val_pred_radius": mean(stats["radius"]),
+        "val_pred_shell": mean(stats["shell"]),
     }
 
 
@@ -412,22 +766,35 @@ def _signal_handlers(flag: _StopFlag) -> Iterator[None]:
 
 
 def _say(msg: str) -> None:
+    """A note or warning: to stderr, beside the progress bar."""
     tqdm.write(msg, file=sys.stderr)
 
 
-def _default_out_dir() -> Path:
-    return Path("runs") / datetime.now(timezone.utc).strftime("%Y%m%d-%H%M%S")
+def _report(msg: str) -> None:
+    """An epoch line: to stdout (``> train.log`` keeps them), above the progress bar."""
+    tqdm.write(msg, file=sys.stdout)
 
 
 def _format_epoch(h: dict[str, Any], epochs: int, learn_curvature: bool = False) -> str:
     curvature = f"  c {h['curvature']:.4f}" if learn_curvature and "curvature" in h else ""
+    group = ""
+    if math.isfinite(h.get("val_group_top1", math.nan)):
+        group = (
+            f"  group top-1 {100 * h['val_group_top1']:.1f}% "
+            f"(chance {100 * h['chance_group_top1']:.0f}%)"
+        )
     return (
         f"epoch {h['epoch']}/{epochs}  train loss {h['train_loss']:.4f}  "
         f"val loss {h['val_loss']:.4f}  val top-1 {100 * h['val_top1']:.2f}%  "
         f"top-5 {100 * h['val_top5']:.2f}%  (chance {100 * h['chance_top1']:.2f}% / "
-        f"{100 * h['chance_top5']:.2f}%)  group top-1 {100 * h['val_group_top1']:.1f}% "
-        f"(chance {100 * h['chance_group_top1']:.0f}%)  skipped {h['train_skipped']}  "
+        f"{100 * h['chance_top5']:.2f}%){group}  skipped {h['train_skipped']}  "
         f"{h['epoch_seconds']:.1f}s  {h['clips_per_second']:.1f} clips/s{curvature}"
+    )
+
+
+def _finite_weights(model: nn.Module) -> bool:
+    return all(
+        bool(torch.isfinite(t).all()) for t in model.state_dict().values() if t.is_floating_point()
     )
 
 
@@ -440,54 +807,159 @@ def run(config: TrainConfig, *, on_step: Callable[[int], bool] | None = None) ->
             ``True`` stops the run at that step boundary exactly as SIGINT/SIGTERM would
             (checkpoint with the position inside the epoch, then return).
 
+    Resuming (``config.resume``): the model, the optimiser, the schedule, the generators and
+    the position inside the epoch are restored, so an unchanged run continues bit for bit.
+    Architecture and data settings must match the checkpoint's (else
+    :class:`~training.checkpoint.CheckpointError` names each difference). The optimisation
+    settings ``epochs``, ``lr``, ``warmup_steps``, ``wd`` and ``grad_clip`` may differ: the
+    new values apply from the step reached (:func:`apply_schedule`), a note on stderr says
+    which and what the learning rate now is, and ``config.json`` records them.
+
+    Several processes (``torchrun``): see :mod:`training.distributed`. Rank 0 alone writes the
+    run folder, the checkpoints, the metrics, the plots and the TensorBoard events, and prints.
+
     Returns:
         a :class:`RunResult`.
 
     Raises:
         ValueError: an invalid ``config`` (the message names the setting).
         training.checkpoint.CheckpointError: ``resume`` names a missing or corrupt checkpoint,
-            or one made with other architecture/data settings.
-        TrainingDivergedError: ``max_nonfinite`` consecutive non-finite steps (a checkpoint of the
-            state before them is written first).
+            one made with other architecture/data settings, or one whose contents do not fit
+            the model; or a checkpoint could not be written (the previous one stays intact).
+        training.run_folder.RunFolderError: the run folder cannot be used (a file, unwritable,
+            or in use by another run).
+        training.video_data.VideoDataError: a missing or unreadable real-video input.
+        TrainingDivergedError: ``max_nonfinite`` consecutive non-finite steps, weights that
+            became non-finite (``checkpoint_last.pt`` then keeps the last finite state), or a
+            run in which no step succeeded.
         CompileError: ``compile`` cannot work here (before training, see
             :func:`compile_problem`), or ``torch.compile`` failed at a step (the traceback goes
             to ``compile_error.log`` in the run folder).
     """
     config.validate()
     flag = _StopFlag()
-    with _signal_handlers(flag):
-        return _run(config, on_step, flag)
-
-
-def _run(config: TrainConfig, on_step: Callable[[int], bool] | None, flag: _StopFlag) -> RunResult:
     device = resolve_device(config.device)
+    ctx = init_distributed(device)
+    try:
+        with _signal_handlers(flag):
+            return _run(config, on_step, flag, ctx)
+    finally:
+        ctx.close()
+
+
+def _gather_rng(ctx: DistContext) -> list[dict[str, Any]]:
+    state = get_rng_state()
+    if not ctx.active:
+        return [state]
+    states: list[Any] = [None] * ctx.world_size
+    dist.all_gather_object(states, state)
+    return states
+
+
+def _ranks_in_sync(model: nn.Module, ctx: DistContext) -> bool:
+    """Whether every rank holds the same weights: a float64 checksum of each rank's
+    parameters (the sums of their values and of their squares), gathered and compared
+    exactly (DDP keeps them bit for bit equal)."""
+    with torch.no_grad():
+        parts = [p.detach().to(torch.float64) for p in model.parameters()]
+        local = torch.stack(
+            [
+                sum((q.sum() for q in parts), torch.zeros((), dtype=torch.float64)),
+                sum(((q * q).sum() for q in parts), torch.zeros((), dtype=torch.float64)),
+            ]
+        ).to(ctx.device)
+    gathered = [torch.empty_like(local) for _ in range(ctx.world_size)]
+    dist.all_gather(gathered, local)
+    return all(torch.equal(g, gathered[0]) for g in gathered)
+
+
+def _agree(flag: bool, ctx: DistContext) -> bool:
+    """``flag`` on any rank (one ``all_reduce``); ``flag`` itself in one process."""
+    if not ctx.active:
+        return flag
+    t = torch.tensor([1.0 if flag else 0.0], device=ctx.device)
+    dist.all_reduce(t, op=dist.ReduceOp.MAX)
+    return bool(t.item() > 0)
+
+
+def _run(
+    config: TrainConfig,
+    on_step: Callable[[int], bool] | None,
+    flag: _StopFlag,
+    ctx: DistContext,
+) -> RunResult:
+    device = ctx.device
+    main = ctx.is_main
+    say = _say if main else (lambda msg: None)
     if config.compile:
         problem = compile_problem(device, _COMPILE_BACKEND)
         if problem is not None:
             raise CompileError(problem)
     if config.threads > 0:
         torch.set_num_threads(config.threads)
+    if ctx.active:
+        local_slice(config.batch_size, ctx)  # raises when the global batch does not split
     ckpt: dict[str, Any] | None = None
     if config.resume is not None:
         ckpt = load_checkpoint(config.resume)
         notes = check_compatible(ckpt["config"], config.to_dict(), ckpt["path"])
         for note in notes:
-            _say(f"note: resuming with a changed setting ({note})")
-    if config.out is not None:
-        out_dir = Path(config.out)
-    elif ckpt is not None:
-        out_dir = Path(ckpt["path"]).parent
-    else:
-        out_dir = _default_out_dir()
-    out_dir.mkdir(parents=True, exist_ok=True)
+            say(f"note: resuming with a changed setting ({note})")
+    real = build_real_data(config)
+    steps_epoch = steps_per_epoch(config, real)
+    if real is not None and real.skipped:
+        say(
+            f"note: skipped {len(real.skipped)} videos too short for one clip of "
+            f"{config.num_seq * config.seq_len * config.ds} frames: "
+            + ", ".join(real.skipped[:5])
+            + (" ..." if len(real.skipped) > 5 else "")
+        )
 
+    lock: RunLock | None = None
+    out_dir = Path(".")
+    if main:
+        if config.out is not None:
+            out_dir = prepare_run_folder(Path(config.out))
+        elif ckpt is not None:
+            out_dir = prepare_run_folder(Path(ckpt["path"]).parent)
+        else:
+            out_dir = default_run_folder()
+        lock = RunLock(out_dir)
+        lock.acquire()
+    try:
+        if main:
+            for stale in remove_stale_temporaries(out_dir):
+                say(f"note: removed {stale}, left by a run that was killed while writing")
+        out_dir = Path(broadcast_object(str(out_dir), ctx))
+        return _train(config, on_step, flag, ctx, ckpt, real, steps_epoch, out_dir, say)
+    finally:
+        if lock is not None:
+            lock.release()
+
+
+def _train(
+    config: TrainConfig,
+    on_step: Callable[[int], bool] | None,
+    flag: _StopFlag,
+    ctx: DistContext,
+    ckpt: dict[str, Any] | None,
+    real: RealData | None,
+    steps_epoch: int,
+    out_dir: Path,
+    say: Callable[[str], None],
+) -> RunResult:
+    device = ctx.device
+    main = ctx.is_main
     torch.manual_seed(config.seed)
     random.seed(config.seed)
     np.random.seed(config.seed % 2**32)
     model = build_model(config).to(device)
+    if ctx.rank > 0:
+        # Every rank builds the same initial model (DDP broadcasts rank 0's anyway); from here
+        # on the ranks draw different dropout masks. Rank 0 draws what one process draws.
+        torch.manual_seed(batch_seed(config.seed, "train", 0, ctx.rank) ^ _ORDER_SALT)
     optimizer = build_optimizer(model, config)
-    steps_per_epoch = config.train_batches
-    total_steps = config.epochs * steps_per_epoch
+    total_steps = config.epochs * steps_epoch
     scheduler = torch.optim.lr_scheduler.LambdaLR(
         optimizer, WarmupCosine(config.warmup_steps, total_steps)
     )
@@ -496,31 +968,58 @@ def _run(config: TrainConfig, on_step: Callable[[int], bool] | None, flag: _Stop
     best_top1 = -math.inf
     nonfinite_total = 0
     streak = 0
+    taken_here = 0
+    steps_here = 0
     acc: dict[str, float] = {"loss": 0.0, "top1": 0.0, "n": 0.0, "skipped": 0.0, "seconds": 0.0}
     if ckpt is not None:
+        validate_checkpoint(ckpt, model, optimizer, steps_per_epoch=steps_epoch)
         model.load_state_dict(ckpt["model"])
         optimizer.load_state_dict(ckpt["optimizer"])
         scheduler.load_state_dict(ckpt["scheduler"])
-        set_rng_state(ckpt["rng"])
+        by_rank = ckpt.get("rng_by_rank") or [ckpt["rng"]]
+        if ctx.active and len(by_rank) != ctx.world_size:
+            say(
+                f"note: the checkpoint was written by {len(by_rank)} processes and this run has "
+                f"{ctx.world_size}; the data order is the same, dropout draws differ"
+            )
+        set_rng_state(by_rank[ctx.rank % len(by_rank)], path=ckpt["path"])
         epoch, batch_pos, step = int(ckpt["epoch"]), int(ckpt["batch"]), int(ckpt["step"])
         history = list(ckpt["history"])
         best_top1 = float(ckpt.get("best_top1", -math.inf))
         nonfinite_total = int(ckpt.get("nonfinite_total", 0))
         streak = int(ckpt.get("nonfinite_streak", 0))
         acc = {k: float(v) for k, v in ckpt.get("epoch_accumulators", acc).items()}
-        _say(f"resumed from {ckpt['path']} at epoch {epoch + 1}, batch {batch_pos}, step {step}")
-    atomic_write_text(out_dir / "config.json", json.dumps(config.to_dict(), indent=2) + "\n")
+        saved = ckpt["config"]
+        changed = [k for k in SCHEDULE_KEYS if saved.get(k) != getattr(config, k)]
+        lr_now = apply_schedule(optimizer, scheduler, config, steps_epoch)
+        if changed:
+            say(
+                "note: the schedule follows this run's "
+                + ", ".join(f"--{k} {getattr(config, k)}" for k in changed)
+                + f" from step {step} of {total_steps}: learning rate {lr_now:.3g}"
+            )
+        say(f"resumed from {ckpt['path']} at epoch {epoch + 1}, batch {batch_pos}, step {step}")
+    if main:
+        atomic_write_text(out_dir / "config.json", json.dumps(config.to_dict(), indent=2) + "\n")
+    forward: nn.Module = model
+    if ctx.active:
+        forward = DistributedDataParallel(
+            model, device_ids=[device.index] if device.type == "cuda" else None
+        )
     # The module stays plain (its state_dict has no ``_orig_mod.`` prefixes); only the
     # training step's loss computation is compiled.
-    loss_fn = loss_function(model, config)
+    loss_fn = loss_function(model, config, ctx, forward)
+    last_good = {"epoch": epoch, "step": step}
 
     def payload() -> dict[str, Any]:
+        states = _gather_rng(ctx)
         return {
             "config": config.to_dict(),
             "model": model.state_dict(),
             "optimizer": optimizer.state_dict(),
             "scheduler": scheduler.state_dict(),
-            "rng": get_rng_state(),
+            "rng": states[0],
+            "rng_by_rank": states if ctx.active else [],
             "epoch": epoch,
             "batch": batch_pos,
             "step": step,
@@ -531,130 +1030,176 @@ def _run(config: TrainConfig, on_step: Callable[[int], bool] | None, flag: _Stop
             "epoch_accumulators": dict(acc),
         }
 
-    result = RunResult(out_dir=out_dir, history=history)
-
-    while epoch < config.epochs:
-        data = SpriteVideos(
-            data_config(config),
-            seed=config.seed,
-            split="train",
-            epoch=epoch,
-            batch_size=config.batch_size,
-            num_batches=steps_per_epoch,
-        )
-        loader: DataLoader[SpriteBatch] = DataLoader(
-            data,
-            batch_size=None,
-            sampler=list(range(batch_pos, steps_per_epoch)),
-            num_workers=config.num_workers,
-            generator=torch.Generator(),
-        )
-        model.train()
-        bar = tqdm(
-            total=steps_per_epoch,
-            initial=batch_pos,
-            desc=f"epoch {epoch + 1}/{config.epochs}",
-            unit="batch",
-            disable=not config.progress,
-            dynamic_ncols=True,
-            leave=False,
-        )
-        t_last = time.perf_counter()
-        stop = flag.requested
-        for batch in [] if stop else loader:
-            video = batch.video.to(device, non_blocking=True)
-            with _compile_errors(config.compile, out_dir / "compile_error.log", step):
-                out, ok = train_step(model, loss_fn, optimizer, video, config)
-            with warnings.catch_warnings():
-                # a skipped step still advances the schedule, which follows the batch position
-                warnings.filterwarnings("ignore", "Detected call of `lr_scheduler", UserWarning)
-                scheduler.step()
-            batch_pos += 1
-            step += 1
-            now = time.perf_counter()
-            acc["seconds"] += now - t_last
-            t_last = now
-            if ok:
-                streak = 0
-                acc["loss"] += out.loss.item()
-                acc["top1"] += out.top1.item()
-                acc["n"] += 1
-            else:
-                streak += 1
-                nonfinite_total += 1
-                acc["skipped"] += 1
-                _say(
-                    f"warning: non-finite loss or gradient at epoch {epoch + 1}, batch "
-                    f"{batch_pos}: step skipped ({streak} in a row, {nonfinite_total} in all)"
-                )
-                if streak >= config.max_nonfinite:
-                    save_checkpoint(out_dir / "checkpoint_last.pt", payload())
-                    bar.close()
-                    raise TrainingDivergedError(
-                        f"the loss or gradient was non-finite for {streak} consecutive "
-                        f"steps (epoch {epoch + 1}, step {step}); stopping. The state "
-                        f"before is in {out_dir / 'checkpoint_last.pt'}. Try --fp64_hyper, "
-                        "a smaller --lr or a smaller --grad_clip."
-                    )
-            if config.progress:
-                bar.update(1)
-                n = max(acc["n"], 1.0)
-                speed = config.batch_size * (acc["n"] + acc["skipped"]) / acc["seconds"]
-                bar.set_postfix(
-                    loss=f"{acc['loss'] / n:.3f}",
-                    top1=f"{100 * acc['top1'] / n:.1f}%",
-                    clips_s=f"{speed:.1f}",
-                )
-            if on_step is not None and on_step(step):
-                flag.requested = True
-            if flag.requested:
-                stop = True
-                break
-        bar.close()
-        if stop:
-            save_checkpoint(out_dir / "checkpoint_last.pt", payload())
-            _say(
-                f"stopped at epoch {epoch + 1}, batch {batch_pos} (step {step}); "
-                f"checkpoint saved to {out_dir / 'checkpoint_last.pt'}"
+    def save(name: str) -> None:
+        """Write a checkpoint (every rank takes part: the generators are gathered); refuse to
+        write non-finite weights as a state to resume from."""
+        data = payload()
+        if not _finite_weights(model):
+            raise TrainingDivergedError(
+                f"the weights became non-finite at step {step} (epoch {epoch + 1}); they were "
+                f"not saved. {out_dir / 'checkpoint_last.pt'} keeps the last finite state "
+                f"(step {last_good['step']}). Try a smaller --lr or --grad_clip, or "
+                "--fp64_hyper"
             )
-            result.interrupted = True
-            result.stop_signal = flag.signum
-            break
-        val = evaluate(model, config, device)
-        n = max(acc["n"], 1.0)
-        record: dict[str, Any] = {
-            "epoch": epoch + 1,
-            "step": step,
-            "lr": optimizer.param_groups[0]["lr"],
-            "train_loss": acc["loss"] / n if acc["n"] else float("nan"),
-            "train_top1": acc["top1"] / n if acc["n"] else float("nan"),
-            "train_skipped": int(acc["skipped"]),
-            **val,
-            "curvature": float(model.ball.c.detach()),
-            "epoch_seconds": acc["seconds"],
-            "clips_per_second": config.batch_size
-            * (acc["n"] + acc["skipped"])
-            / max(acc["seconds"], 1e-9),
-        }
-        history.append(record)
-        epoch += 1
-        batch_pos = 0
-        acc = {k: 0.0 for k in acc}
-        improved = math.isfinite(record["val_top1"]) and record["val_top1"] > best_top1
-        if improved:
-            best_top1 = record["val_top1"]
-        save_checkpoint(out_dir / "checkpoint_last.pt", payload())
-        if improved:
-            save_checkpoint(out_dir / "checkpoint_best.pt", payload())
-        write_metrics(out_dir, history)
-        plot_curves(out_dir / "curves.png", history)
-        _say(_format_epoch(record, config.epochs, config.learn_curvature))
-        if flag.requested:
-            result.interrupted = True
-            result.stop_signal = flag.signum
-            _say(f"stopped after epoch {epoch}; checkpoint saved")
-            break
+        if main:
+            save_checkpoint(out_dir / name, data)
+        last_good["step"] = step
+        ctx.barrier()
+
+    result = RunResult(out_dir=out_dir, history=history)
+    tb = TensorBoardLog.open(
+        out_dir,
+        config.tensorboard if main else False,
+        purge_step=step + 1 if ckpt is not None else None,
+    )
+    with tb:
+        while epoch < config.epochs:
+            loader = _train_loader(config, ctx, epoch, batch_pos, steps_epoch, real)
+            model.train()
+            bar = tqdm(
+                total=steps_epoch,
+                initial=batch_pos,
+                desc=f"epoch {epoch + 1}/{config.epochs}",
+                unit="batch",
+                disable=not (config.progress and main),
+                dynamic_ncols=True,
+                leave=False,
+            )
+            t_last = time.perf_counter()
+            stop = _agree(flag.requested, ctx)
+            batches: Iterator[SpriteBatch] = iter(loader) if not stop else iter([])
+            while not stop:
+                try:
+                    batch = next(batches)
+                except StopIteration:
+                    break
+                except RuntimeError:
+                    if flag.requested:  # a worker died of the same signal: stop and save
+                        stop = True
+                        break
+                    raise
+                video = batch.video.to(device, non_blocking=True)
+                with _compile_errors(config.compile, out_dir / "compile_error.log", step):
+                    res = train_step(forward, loss_fn, optimizer, video, config, ctx)
+                with warnings.catch_warnings():
+                    # a skipped step still advances the schedule, which follows the batch
+                    # position
+                    warnings.filterwarnings("ignore", "Detected call of `lr_scheduler", UserWarning)
+                    scheduler.step()
+                batch_pos += 1
+                step += 1
+                steps_here += 1
+                now = time.perf_counter()
+                acc["seconds"] += now - t_last
+                t_last = now
+                if res.taken:
+                    streak = 0
+                    taken_here += 1
+                    acc["loss"] += res.loss
+                    acc["top1"] += res.top1
+                    acc["n"] += 1
+                    tb.scalars(
+                        {"loss": res.loss, "top1": res.top1, "lr": scheduler.get_last_lr()[0]},
+                        step,
+                        prefix="step/",
+                    )
+                else:
+                    streak += 1
+                    nonfinite_total += 1
+                    acc["skipped"] += 1
+                    say(
+                        f"warning: non-finite loss or gradient at epoch {epoch + 1}, batch "
+                        f"{batch_pos}: step skipped ({streak} in a row, {nonfinite_total} in all)"
+                    )
+                    if streak >= config.max_nonfinite:
+                        bar.close()
+                        save("checkpoint_last.pt")
+                        raise TrainingDivergedError(
+                            f"the loss or gradient was non-finite for {streak} consecutive "
+                            f"steps (epoch {epoch + 1}, step {step}); stopping. The state "
+                            f"before is in {out_dir / 'checkpoint_last.pt'}. Try --fp64_hyper, "
+                            "a smaller --lr or a smaller --grad_clip."
+                        )
+                if config.progress and main:
+                    bar.update(1)
+                    n = max(acc["n"], 1.0)
+                    speed = config.batch_size * (acc["n"] + acc["skipped"]) / acc["seconds"]
+                    bar.set_postfix(
+                        loss=f"{acc['loss'] / n:.3f}",
+                        top1=f"{100 * acc['top1'] / n:.1f}%",
+                        clips_s=f"{speed:.1f}",
+                    )
+                if on_step is not None and on_step(step):
+                    flag.requested = True
+                stop = _agree(flag.requested, ctx)
+            del batches
+            bar.close()
+            if stop:
+                save("checkpoint_last.pt")
+                say(
+                    f"stopped at epoch {epoch + 1}, batch {batch_pos} (step {step}); "
+                    f"checkpoint saved to {out_dir / 'checkpoint_last.pt'}"
+                )
+                result.interrupted = True
+                result.stop_signal = flag.signum
+                break
+            val = evaluate(model, config, device, real) if main else {}
+            n = max(acc["n"], 1.0)
+            record: dict[str, Any] = {
+                "epoch": epoch + 1,
+                "step": step,
+                "lr": optimizer.param_groups[0]["lr"],
+                "train_loss": acc["loss"] / n if acc["n"] else float("nan"),
+                "train_top1": acc["top1"] / n if acc["n"] else float("nan"),
+                "train_skipped": int(acc["skipped"]),
+                **val,
+                "curvature": float(model.ball.c.detach()),
+                "epoch_seconds": acc["seconds"],
+                "clips_per_second": config.batch_size
+                * (acc["n"] + acc["skipped"])
+                / max(acc["seconds"], 1e-9),
+                "processes": ctx.world_size,
+            }
+            if ctx.active:
+                record["ranks_in_sync"] = float(_ranks_in_sync(model, ctx))
+                if not record["ranks_in_sync"]:
+                    say("warning: the processes' weights differ after this epoch")
+            history.append(record)
+            epoch += 1
+            batch_pos = 0
+            acc = {k: 0.0 for k in acc}
+            improved = (
+                math.isfinite(record.get("val_top1", math.nan)) and record["val_top1"] > best_top1
+            )
+            if improved:
+                best_top1 = record["val_top1"]
+            improved = bool(broadcast_object(improved, ctx))
+            save("checkpoint_last.pt")
+            if improved:
+                save("checkpoint_best.pt")
+            if main:
+                write_metrics(out_dir, history)
+                plot_curves(out_dir / "curves.png", history)
+                tb.scalars(epoch_scalars(record), step)
+                tb.image_png("curves", out_dir / "curves.png", step)
+                tb.flush()
+                _report(_format_epoch(record, config.epochs, config.learn_curvature))
+                warning = collapse_warning(record)
+                if warning is not None:
+                    say(warning)
+            if _agree(flag.requested, ctx):
+                result.interrupted = True
+                result.stop_signal = flag.signum
+                say(f"stopped after epoch {epoch}; checkpoint saved")
+                break
     result.step = step
     result.nonfinite_total = nonfinite_total
+    result.model = model
     result.final = history[-1] if history else {}
+    if steps_here > 0 and taken_here == 0:
+        raise TrainingDivergedError(
+            f"no training step succeeded: all {steps_here} steps had a non-finite loss or gradient "
+            "and were skipped, so the model is untrained. Try --fp64_hyper, a smaller --lr or "
+            "a smaller --grad_clip"
+        )
     return result
