@@ -348,7 +348,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         from training.distributed import DistributedSetupError
         from training.run_folder import RunFolderError
-        from training.trainer import CompileError, TrainingDivergedError, run
+        from training.trainer import CompileError, TrainingDivergedError, collapse_warning, run
         from training.video_data import VideoDataError
 
         require("matplotlib", extra="train", purpose="the training curves' plot")
@@ -380,5 +380,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             f"val top-1 {100 * final['val_top1']:.2f}% top-5 {100 * final['val_top5']:.2f}% "
             f"(chance {100 * final['chance_top1']:.2f}% / {100 * final['chance_top5']:.2f}%), "
             f"non-finite steps skipped: {result.nonfinite_total}"
+            + (
+                "; the predictions collapsed (see the warning above)"
+                if collapse_warning(final)
+                else ""
+            )
         )
     return 0

@@ -17,6 +17,7 @@ __all__ = [
     "DATASETS",
     "DATA_KEYS",
     "MAX_CURVATURE",
+    "MAX_LR",
     "MAX_SEED",
     "MIN_CURVATURE",
     "SCHEDULE_KEYS",
@@ -30,6 +31,9 @@ MIN_CURVATURE = 1e-4
 MAX_CURVATURE = 100.0
 # torch.manual_seed and the data's SplitMix64 chain take a 64-bit seed; numpy takes it mod 2**32.
 MAX_SEED = 2**63 - 1
+# AdamW moves every weight by about lr per step; past this no run is meaningful (and from
+# about 1e38 the optimiser's float32 step size itself overflows).
+MAX_LR = 10.0
 
 # Keys whose change makes a checkpoint unusable: they fix the model's parameters or the
 # computation it performs.
@@ -172,8 +176,8 @@ class TrainConfig:
         for name in positive:
             if getattr(self, name) <= 0:
                 p.append(f"--{name} must be positive, got {getattr(self, name)}")
-        if not 0.0 < self.lr < math.inf:
-            p.append(f"--lr must be a finite positive number, got {self.lr}")
+        if not 0.0 < self.lr <= MAX_LR:
+            p.append(f"--lr must be a finite positive number up to {MAX_LR:g}, got {self.lr}")
         try:
             check_curvature(self.curvature)
         except (TypeError, ValueError) as e:

@@ -62,6 +62,7 @@ with optional_imports("numpy", "tqdm", extra="train", purpose="training"):
 from models.loss import ContrastiveOutput
 from models.video import VideoFuturePredictor
 from training.checkpoint import (
+    CheckpointError,
     atomic_write_text,
     check_compatible,
     get_rng_state,
@@ -82,6 +83,7 @@ from training.distributed import (
 )
 from training.metrics import plot_curves, write_metrics
 from training.run_folder import (
+    RunFolderError,
     RunLock,
     default_run_folder,
     prepare_run_folder,
@@ -602,8 +604,10 @@ def _val_batches(config: TrainConfig, real: RealData | None) -> Iterable[SpriteB
 # distance; for the Euclidean model, relative to their mean norm) are one point.
 COLLAPSE_SPREAD = 1e-3
 # ... and a point within this hyperbolic distance of the largest representable radius is on
-# the outermost shell; more than COLLAPSE_SHELL of the predictions there is a saturated model.
-SHELL_MARGIN = 0.5
+# the outermost shells (each halving of 1 - sqrt(c)|x| adds ln 2 = 0.69 to the radius, so this
+# covers the last two or three representable norms, where rounded points land); more than
+# COLLAPSE_SHELL of the predictions there is a saturated model.
+SHELL_MARGIN = 1.5
 COLLAPSE_SHELL = 0.5
 _SPREAD_SAMPLE = 256
 
@@ -616,9 +620,9 @@ def prediction_stats(
     ``spread``: the mean pairwise distance of (up to 256, evenly strided) predictions:
     hyperbolic distance in the ball, or for the Euclidean model the Euclidean distance divided
     by the mean norm. ``radius``: the mean distance from the origin (the norm for the
-    Euclidean model). ``shell``: the fraction of predictions within 0.5 of the largest
-    radius ``pred``'s dtype can represent (:func:`poincare.max_radius`; 0 for the Euclidean
-    model).
+    Euclidean model). ``shell``: the fraction of predictions within :data:`SHELL_MARGIN` (1.5)
+    of the largest radius ``pred``'s dtype can represent (:func:`poincare.max_radius`; 0 for
+    the Euclidean model).
     """
     flat = pred.detach().reshape(-1, pred.shape[-1])
     stride = max(1, flat.shape[0] // _SPREAD_SAMPLE)
@@ -904,7 +908,8 @@ def _run(
         ckpt = load_checkpoint(config.resume)
         notes = check_compatible(ckpt["config"], config.to_dict(), ckpt["path"])
         for note in notes:
-            say(f"note: resuming with a changed setting ({note})")
+            if note.split(":")[0] not in SCHEDULE_KEYS:  # those get their own note below
+                say(f"note: resuming with a changed setting ({note})")
     real = build_real_data(config)
     steps_epoch = steps_per_epoch(config, real)
     if real is not None and real.skipped:
@@ -928,6 +933,11 @@ def _run(
         lock.acquire()
     try:
         if main:
+            if ckpt is None and (out_dir / "checkpoint_last.pt").exists():
+                raise RunFolderError(
+                    f"run folder {str(out_dir)!r} already holds a run (checkpoint_last.pt); "
+                    f"continue it with --resume {out_dir}, or choose another --out"
+                )
             for stale in remove_stale_temporaries(out_dir):
                 say(f"note: removed {stale}, left by a run that was killed while writing")
         out_dir = Path(broadcast_object(str(out_dir), ctx))
@@ -989,6 +999,17 @@ def _train(
         nonfinite_total = int(ckpt.get("nonfinite_total", 0))
         streak = int(ckpt.get("nonfinite_streak", 0))
         acc = {k: float(v) for k, v in ckpt.get("epoch_accumulators", acc).items()}
+        if epoch > config.epochs or (epoch == config.epochs and batch_pos > 0):
+            raise CheckpointError(
+                f"--epochs {config.epochs} is fewer than the checkpoint's progress (epoch "
+                f"{epoch}, batch {batch_pos}); pass --epochs {max(epoch, 1) + (batch_pos > 0)} "
+                "or more to continue it"
+            )
+        if epoch == config.epochs:
+            say(
+                f"note: the run has already finished its {epoch} epochs; nothing to train "
+                "(pass a larger --epochs to train longer)"
+            )
         saved = ckpt["config"]
         changed = [k for k in SCHEDULE_KEYS if saved.get(k) != getattr(config, k)]
         lr_now = apply_schedule(optimizer, scheduler, config, steps_epoch)
