@@ -19,6 +19,7 @@ import pytest
 import torch
 import torch.distributed as dist
 import torch.multiprocessing as mp
+from tiny_config import TINY
 
 from training.config import TrainConfig
 from training.distributed import (
@@ -35,22 +36,9 @@ ROOT = Path(__file__).resolve().parents[1]
 
 # dropout 0: one process and two draw their dropout masks from different streams
 DDP_TINY: dict[str, Any] = {
-    "img_dim": 16,
-    "seq_len": 2,
-    "num_seq": 3,
-    "pred_step": 1,
-    "feature_dim": 8,
-    "encoder_width": 4,
-    "num_heads": 2,
-    "transformer_layers": 1,
+    **TINY,
     "transformer_dropout": 0.0,
     "batch_size": 8,
-    "train_batches": 3,
-    "val_batches": 1,
-    "epochs": 2,
-    "warmup_steps": 2,
-    "progress": False,
-    "device": "cpu",
     "tensorboard": False,
     "cross_rank_negatives": True,
     "lr": 2e-3,

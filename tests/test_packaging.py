@@ -215,11 +215,12 @@ def test_each_extra_brings_what_its_code_imports() -> None:
     project = _pyproject()["project"]
     assert project["dependencies"] == ["torch>=2.1,<3"]
     extras = project["optional-dependencies"]
-    assert set(extras) == {"verify", "train", "tensorboard", "dev"}
+    assert set(extras) == {"verify", "train", "video", "tensorboard", "dev"}
     assert _names(extras["verify"]) >= {"mpmath", "hypothesis", "matplotlib"}
     assert _names(extras["train"]) >= {"numpy", "tqdm", "matplotlib"}
     assert _names(extras["tensorboard"]) == {"tensorboard"}
-    assert f"{DISTRIBUTION}[verify,train]" in extras["dev"]
+    assert _names(extras["video"]) == {"av", "pillow", "scikit-video"}
+    assert f"{DISTRIBUTION}[verify,train,video,tensorboard]" in extras["dev"]
     assert _names(extras["dev"]) >= {"geoopt", "pytest", "mypy", "ruff"}
     # Every extra that an import site names exists.
     named = set()

@@ -14,6 +14,7 @@ from typing import Any
 
 import pytest
 import torch
+from tiny_config import TINY, cli_args
 
 import train_cli
 from models.video import VideoFuturePredictor
@@ -30,26 +31,7 @@ from training.trainer import TrainingDivergedError, WarmupCosine, run
 
 ROOT = Path(__file__).resolve().parents[1]
 
-TINY: dict[str, Any] = {
-    "img_dim": 16,
-    "seq_len": 2,
-    "num_seq": 3,
-    "pred_step": 1,
-    "feature_dim": 8,
-    "encoder_width": 4,
-    "num_heads": 2,
-    "transformer_layers": 1,
-    "batch_size": 4,
-    "train_batches": 3,
-    "val_batches": 1,
-    "epochs": 2,
-    "warmup_steps": 2,
-    "progress": False,
-    "device": "cpu",
-}
-TINY_ARGS = [x for k, v in TINY.items() if k not in ("progress",) for x in (f"--{k}", str(v))] + [
-    "--no-progress"
-]
+TINY_ARGS = cli_args()
 
 
 def tiny(out: Path, **kw: Any) -> TrainConfig:

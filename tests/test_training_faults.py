@@ -16,6 +16,7 @@ from typing import Any
 
 import pytest
 import torch
+from tiny_config import TINY, cli_args
 
 import poincare
 import train_cli
@@ -35,31 +36,14 @@ from training.trainer import (
 
 ROOT = Path(__file__).resolve().parents[1]
 
-TINY: dict[str, Any] = {
-    "img_dim": 16,
-    "seq_len": 2,
-    "num_seq": 3,
-    "pred_step": 1,
-    "feature_dim": 8,
-    "encoder_width": 4,
-    "num_heads": 2,
-    "transformer_layers": 1,
-    "batch_size": 4,
-    "train_batches": 3,
-    "val_batches": 1,
-    "epochs": 2,
-    "warmup_steps": 2,
-    "device": "cpu",
-}
-ARGS = [x for k, v in TINY.items() for x in (f"--{k}", str(v))] + ["--no-progress"]
+ARGS = cli_args()
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def _args(**kw: Any) -> list[str]:
-    """ARGS with some flags replaced."""
-    settings = {**TINY, **kw}
-    return [x for k, v in settings.items() for x in (f"--{k}", str(v))] + ["--no-progress"]
+    """The tiny flags with some replaced."""
+    return cli_args(**kw)
 
 
 def _one_line_error(err: str, *needles: str) -> None:
@@ -82,7 +66,7 @@ def test_resume_alone_takes_the_checkpoints_settings(
     full = tmp_path / "full"
     assert train_cli.main([*ARGS, "--out", str(full)]) == 0
     part = tmp_path / "part"
-    config = TrainConfig(**{**TINY, "progress": False, "out": str(part)})
+    config = TrainConfig(**{**TINY, "out": str(part)})
     assert run(config, on_step=lambda s: s >= 4).interrupted
     capsys.readouterr()
     assert train_cli.main(["--resume", str(part), "--no-progress"]) == 0
@@ -318,7 +302,7 @@ def test_non_finite_weights_are_never_saved(
 
     monkeypatch.setattr(torch.optim.AdamW, "step", poisons)
     with pytest.raises(TrainingDivergedError, match="not saved"):
-        run(TrainConfig(**{**TINY, "progress": False, "out": str(out)}))
+        run(TrainConfig(**{**TINY, "out": str(out)}))
     ckpt = load_checkpoint(out)
     assert ckpt["step"] == 3
     assert all(torch.isfinite(t).all() for t in ckpt["model"].values() if t.is_floating_point())
