@@ -107,7 +107,10 @@ def test_resume_with_fewer_epochs_than_done_is_refused(
     before = (out / "checkpoint_last.pt").read_bytes()
     capsys.readouterr()
     assert train_cli.main(["--resume", str(out), "--epochs", "1"]) == 2
-    _one_line_error(capsys.readouterr().err, "--epochs 1 is fewer than the checkpoint's progress")
+    _one_line_error(
+        capsys.readouterr().err,
+        "--epochs 1 is fewer than the checkpoint's progress (2 epochs finished); pass --epochs 2",
+    )
     assert (out / "checkpoint_last.pt").read_bytes() == before
 
 

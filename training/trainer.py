@@ -1000,10 +1000,15 @@ def _train(
         streak = int(ckpt.get("nonfinite_streak", 0))
         acc = {k: float(v) for k, v in ckpt.get("epoch_accumulators", acc).items()}
         if epoch > config.epochs or (epoch == config.epochs and batch_pos > 0):
+            # the same numbering as the stop message: the epoch under way, counted from 1
+            where = (
+                f"stopped at epoch {epoch + 1}, batch {batch_pos}"
+                if batch_pos > 0
+                else f"{epoch} epochs finished"
+            )
             raise CheckpointError(
-                f"--epochs {config.epochs} is fewer than the checkpoint's progress (epoch "
-                f"{epoch}, batch {batch_pos}); pass --epochs {max(epoch, 1) + (batch_pos > 0)} "
-                "or more to continue it"
+                f"--epochs {config.epochs} is fewer than the checkpoint's progress ({where}); "
+                f"pass --epochs {max(epoch, 1) + (batch_pos > 0)} or more to continue it"
             )
         if epoch == config.epochs:
             say(
