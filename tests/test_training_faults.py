@@ -261,6 +261,18 @@ def test_a_checkpoint_with_wrong_contents_is_one_line(
     assert (out / "checkpoint_last.pt").read_bytes() == before
 
 
+def test_device_cuda_without_cuda_is_one_line(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    out = tmp_path / "r"
+    with pytest.raises(SystemExit) as exc:  # a flag error: argparse's exit, status 2
+        train_cli.main([*ARGS, "--device", "cuda", "--out", str(out)])
+    assert exc.value.code == 2
+    _one_line_error(capsys.readouterr().err, "--device cuda: no CUDA device is available")
+    assert not out.exists()
+
+
 def test_out_help_shows_one_default() -> None:
     text = " ".join(build_parser().format_help().split())
     start = text.index("--out OUT run folder")
