@@ -111,7 +111,10 @@ def main_section(rev: str) -> str:
     run = train("main_fp64", ["--fp64_hyper"])
     shutil.copyfile(RUNS / "main_fp64" / "curves.png", ROOT / "docs" / "training_curves.png")
     lines = run.stdout.strip().splitlines()
-    shown = [*lines[:2], "...", *lines[-2:]] if len(lines) > 5 else lines
+    # the first two epoch lines, then everything from the last epoch line on (the evaluation
+    # and the summary)
+    last = max(i for i, line in enumerate(lines) if line.startswith("epoch "))
+    shown = [*lines[:2], "...", *lines[last:]] if last > 2 else lines
     return (
         f"Commit `{rev}`, `python scripts/readme_figures.py --only main`: the command took "
         f"**{run.seconds:.0f} s** wall-clock on the 2 CPU cores. Its standard output (the "

@@ -68,7 +68,10 @@ def test_cli_smoke_one_epoch(tmp_path: Path, capsys: pytest.CaptureFixture[str])
     out_lines = captured.out.strip().splitlines()
     assert out_lines[0].startswith("epoch 1/1") and "val top-1" in out_lines[0]
     assert out_lines[-1].startswith("finished 1 epoch in ") and "chance" in out_lines[-1]
-    assert len(out_lines) == 2
+    # the evaluation's summary: radius by horizon, and the ambiguity line
+    assert out_lines[1].startswith("eval on 8 videos (dist0 of the predictions")
+    assert "fine action is revealed by the observed past of every video" in out_lines[2]
+    assert len(out_lines) == 4
 
 
 def _stop_after(k: int) -> Any:

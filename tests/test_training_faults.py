@@ -461,4 +461,7 @@ def test_shipped_clips_train_through_the_cli(
     # 4 clips x 2 x 2 locations x 1 predicted block, all from the held-out frames 90..119
     assert rec["val_candidates"] == 16 and rec["val_skipped"] == 0
     assert len(list(cache.rglob("*.jpg"))) == 120  # every frame of the clip, decoded once
+    rep = json.loads((out / "eval.json").read_text())  # real video: radius by horizon only
+    assert rep["data"] == "video validation clips" and rep["videos"] == 8  # 8 clips of 90..119
+    assert "ambiguity" not in rep and len(rep["horizon"]) == 1
     capsys.readouterr()

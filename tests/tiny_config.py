@@ -17,6 +17,7 @@ TINY: dict[str, Any] = {
     "batch_size": 4,
     "train_batches": 3,
     "val_batches": 1,
+    "eval_batches": 2,
     "epochs": 2,
     "warmup_steps": 2,
     "progress": False,

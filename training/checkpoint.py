@@ -408,7 +408,17 @@ def check_compatible(saved: dict[str, Any], current: dict[str, Any], path: str) 
         raise CheckpointError(
             f"checkpoint {path!r} was made with other settings: " + "; ".join(bad)
         )
-    skip = {"resume", "out", "progress", "num_workers", "device", "threads", "compile"}
+    skip = {
+        "resume",
+        "out",
+        "progress",
+        "num_workers",
+        "device",
+        "threads",
+        "compile",
+        "eval_only",
+        "eval_batches",
+    }
     return [
         f"{k}: checkpoint {json.dumps(saved.get(k))}, this run {json.dumps(current.get(k))}"
         for k in sorted(set(saved) | set(current))

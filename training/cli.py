@@ -278,6 +278,21 @@ def build_parser() -> argparse.ArgumentParser:
         "Validation runs eagerly and checkpoints hold the plain module's weights, so a run "
         "resumes with or without --compile. Needs a C++ compiler on the CPU, Triton on CUDA",
     )
+    e = p.add_argument_group("evaluation (radius by horizon and ambiguity, the Poincaré disk)")
+    e.add_argument(
+        "--eval_batches",
+        type=int,
+        default=_D.eval_batches,
+        help="batches of held-out test videos evaluated at the end of training (real video: "
+        "the validation clips); writes eval.json and the radius and disk PNGs into the run "
+        "folder. 0: no evaluation",
+    )
+    e.add_argument(
+        "--eval_only",
+        action="store_true",
+        default=_D.eval_only,
+        help="evaluate the --resume checkpoint into its run folder (or --out) and train nothing",
+    )
     return p
 
 
@@ -372,6 +387,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         return fail(e, 2)
     if result.interrupted:
         return 128 + result.stop_signal if result.stop_signal else 0
+    if result.evaluated_only:
+        print(f"evaluation written to {result.out_dir}/eval.json")
+        return 0
     final = result.final
     if final:
         epochs = len(result.history)

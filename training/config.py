@@ -104,6 +104,9 @@ class TrainConfig:
     ``time``: the last share of every video's frames), ``clips_per_video`` (items per video
     and epoch), ``cache_dir`` (decoded frames of ``video`` files). Several processes:
     ``cross_rank_negatives`` (score each rank's predictions against every rank's targets).
+    Evaluation (:mod:`training.analysis`): ``eval_batches`` (batches of the sprite ``test``
+    split evaluated at the end of training; 0: no evaluation), ``eval_only`` (evaluate the
+    ``resume`` checkpoint and train nothing).
     """
 
     hyperbolic: bool = True
@@ -152,6 +155,8 @@ class TrainConfig:
     cache_dir: str | None = None
     cross_rank_negatives: bool = False
     tensorboard: bool | None = None
+    eval_batches: int = 32
+    eval_only: bool = False
 
     def problems(self) -> list[str]:
         """Reasons why this configuration cannot run (empty when it can)."""
@@ -207,7 +212,11 @@ class TrainConfig:
             p.append(f"--val_share must be in (0, 1), got {self.val_share}")
         if self.holdout not in ("video", "time"):
             p.append(f"--holdout must be video or time, got {self.holdout!r}")
-        for name in ("warmup_steps", "num_workers", "num_distractors", "threads"):
+        if self.eval_only and self.resume is None:
+            p.append("--eval_only needs --resume (the checkpoint to evaluate)")
+        if self.eval_only and self.eval_batches == 0:
+            p.append("--eval_only needs --eval_batches of at least 1")
+        for name in ("warmup_steps", "num_workers", "num_distractors", "threads", "eval_batches"):
             if getattr(self, name) < 0:
                 p.append(f"--{name} must be >= 0, got {getattr(self, name)}")
         if not 0.0 <= self.transformer_dropout < 1.0:

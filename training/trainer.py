@@ -61,6 +61,7 @@ with optional_imports("numpy", "tqdm", extra="train", purpose="training"):
 
 from models.loss import ContrastiveOutput
 from models.video import VideoFuturePredictor
+from training.analysis import evaluate_run, format_summary, observed_frames
 from training.checkpoint import (
     CheckpointError,
     atomic_write_text,
@@ -75,6 +76,7 @@ from training.config import SCHEDULE_KEYS, TrainConfig
 from training.data import SpriteBatch, SpriteVideoConfig, SpriteVideos, batch_seed
 from training.distributed import (
     DistContext,
+    DistributedSetupError,
     broadcast_object,
     gather_with_grad,
     init_distributed,
@@ -145,6 +147,8 @@ class RunResult:
         nonfinite_total: steps skipped because the loss or the gradient was not finite.
         final: the last epoch's metrics (empty when no epoch finished).
         model: the trained model (its state when the run ended), on the run's device.
+        evaluated_only: the run was ``eval_only``: it evaluated a checkpoint, trained nothing.
+        evaluation: the report written to ``eval.json`` (empty when none was made).
     """
 
     out_dir: Path
@@ -155,6 +159,8 @@ class RunResult:
     nonfinite_total: int = 0
     final: dict[str, Any] = field(default_factory=dict)
     model: VideoFuturePredictor | None = None
+    evaluated_only: bool = False
+    evaluation: dict[str, Any] = field(default_factory=dict)
 
 
 class WarmupCosine:
@@ -802,6 +808,105 @@ def _finite_weights(model: nn.Module) -> bool:
     )
 
 
+def run_evaluation(
+    model: VideoFuturePredictor,
+    config: TrainConfig,
+    device: torch.device,
+    real: RealData | None,
+    out_dir: Path,
+    *,
+    epoch: int,
+    step: int,
+    checkpoint: str | None,
+    tb: TensorBoardLog | None = None,
+) -> dict[str, Any]:
+    """Evaluate ``model`` (:mod:`training.analysis`) into ``out_dir`` and print the summary.
+
+    Sprites: ``config.eval_batches`` batches of the ``test`` split (fresh videos that neither
+    training nor validation sees), with the reveal frames; real video: the validation clips
+    (radius by horizon only). Runs in the precision of ``config`` (``--fp64_hyper``). Logs the
+    radii and the PNGs to ``tb`` at ``step``. Returns the report written to ``eval.json``.
+    """
+    batches: Iterable[SpriteBatch]
+    if real is None:
+        data = SpriteVideos(
+            data_config(config),
+            seed=config.seed,
+            split="test",
+            epoch=0,
+            batch_size=config.batch_size,
+            num_batches=config.eval_batches,
+        )
+        batches = (data[i] for i in range(len(data)))
+        observed: int | None = observed_frames(config.num_seq, config.seq_len, config.pred_step)
+    else:
+        batches = _val_batches(config, real)
+        observed = None
+    meta = {
+        "epoch": epoch,
+        "step": step,
+        "checkpoint": checkpoint,
+        "data": "sprites test split" if real is None else f"{config.dataset} validation clips",
+        "observed_frames": observed,
+        "hyperbolic": config.hyperbolic,
+        "use_transformer": config.use_transformer,
+        "fp64_hyper": config.fp64_hyper,
+        "seed": config.seed,
+    }
+    with precision(config):
+        report, _, pngs = evaluate_run(
+            model, batches, out_dir, device=device, observed=observed, meta=meta
+        )
+    if tb is not None:
+        scalars = {f"radius/step{e['step']}": e["mean"] for e in report["horizon"]}
+        for e in report.get("ambiguity", []):
+            scalars[f"radius/hidden_minus_revealed_step{e['step']}"] = e["hidden_minus_revealed"][
+                "mean"
+            ]
+        tb.scalars(scalars, step, prefix="eval/")
+        for name in pngs:
+            tb.image_png("eval/" + name.removesuffix(".png"), out_dir / name, step)
+        tb.flush()
+    _report(format_summary(report))
+    return report
+
+
+def _eval_only(
+    config: TrainConfig, ctx: DistContext, ckpt: dict[str, Any], real: RealData | None
+) -> RunResult:
+    """``--eval_only``: load the checkpoint's weights and evaluate into the run folder."""
+    if ctx.active:
+        raise DistributedSetupError("--eval_only runs in one process, not under torchrun")
+    folder = Path(config.out) if config.out is not None else Path(ckpt["path"]).parent
+    out_dir = prepare_run_folder(folder)
+    model = build_model(config).to(ctx.device)
+    steps_epoch = steps_per_epoch(config, real)
+    validate_checkpoint(ckpt, model, build_optimizer(model, config), steps_per_epoch=steps_epoch)
+    model.load_state_dict(ckpt["model"])
+    history = list(ckpt["history"])
+    with RunLock(out_dir), TensorBoardLog.open(out_dir, config.tensorboard) as tb:
+        report = run_evaluation(
+            model,
+            config,
+            ctx.device,
+            real,
+            out_dir,
+            epoch=int(ckpt["epoch"]),
+            step=int(ckpt["step"]),
+            checkpoint=str(ckpt["path"]),
+            tb=tb,
+        )
+    return RunResult(
+        out_dir=out_dir,
+        history=history,
+        step=int(ckpt["step"]),
+        final=history[-1] if history else {},
+        model=model,
+        evaluated_only=True,
+        evaluation=report,
+    )
+
+
 def run(config: TrainConfig, *, on_step: Callable[[int], bool] | None = None) -> RunResult:
     """Train (or resume) as ``config`` says; see the module docstring.
 
@@ -919,6 +1024,10 @@ def _run(
             + ", ".join(real.skipped[:5])
             + (" ..." if len(real.skipped) > 5 else "")
         )
+
+    if config.eval_only:
+        assert ckpt is not None  # config.problems() requires resume
+        return _eval_only(config, ctx, ckpt, real)
 
     lock: RunLock | None = None
     out_dir = Path(".")
@@ -1073,7 +1182,7 @@ def _train(
         ctx.barrier()
 
     result = RunResult(out_dir=out_dir, history=history)
-    tb = TensorBoardLog.open(
+    tb: TensorBoardLog = TensorBoardLog.open(
         out_dir,
         config.tensorboard if main else False,
         purge_step=step + 1 if ckpt is not None else None,
@@ -1218,6 +1327,19 @@ def _train(
                 result.stop_signal = flag.signum
                 say(f"stopped after epoch {epoch}; checkpoint saved")
                 break
+        trained = not (steps_here > 0 and taken_here == 0)
+        if main and trained and not result.interrupted and config.eval_batches > 0 and history:
+            result.evaluation = run_evaluation(
+                model,
+                config,
+                device,
+                real,
+                out_dir,
+                epoch=epoch,
+                step=step,
+                checkpoint=str(out_dir / "checkpoint_last.pt"),
+                tb=tb,
+            )
     result.step = step
     result.nonfinite_total = nonfinite_total
     result.model = model
