@@ -51,6 +51,9 @@ class VideoFuturePredictor(nn.Module):
         hyperbolic: map predictions and targets into the Poincaré ball.
         use_transformer: aggregate with the causal hyperbolic transformer (requires
             ``hyperbolic``) instead of the ConvGRU.
+        space_time: the transformer also attends across the feature map's locations
+            (factorised space-time attention of ``ConvHyperbolicTransformer``; requires
+            ``use_transformer``).
         num_heads, transformer_layers, transformer_dropout: the transformer's shape.
         c: curvature magnitude of the ball (``> 0``), or a :class:`poincare.PoincareBall`
             (learnable or not) shared by every hyperbolic part.
@@ -66,7 +69,8 @@ class VideoFuturePredictor(nn.Module):
     Raises:
         ValueError: non-positive sizes, ``pred_step >= num_seq``, ``img_dim`` not a multiple of
             8, ``use_transformer`` without ``hyperbolic``, ``num_heads`` not dividing
-            ``feature_dim``, an invalid ``c`` or an unknown ``score``; in ``forward``, a video of
+            ``feature_dim``, ``space_time`` without ``use_transformer``, an invalid ``c`` or an
+            unknown ``score``; in ``forward``, a video of
             the wrong shape.
     """
 
@@ -83,6 +87,7 @@ class VideoFuturePredictor(nn.Module):
         encoder_width: int = 16,
         hyperbolic: bool = True,
         use_transformer: bool = True,
+        space_time: bool = False,
         num_heads: int = 8,
         transformer_layers: int = 4,
         transformer_dropout: float = 0.1,
@@ -113,6 +118,8 @@ class VideoFuturePredictor(nn.Module):
             raise ValueError(f"img_dim must be a multiple of 8, got {img_dim}")
         if use_transformer and not hyperbolic:
             raise ValueError("use_transformer requires hyperbolic (the transformer is hyperbolic)")
+        if space_time and not use_transformer:
+            raise ValueError("space_time requires use_transformer (it is an attention layer)")
         if use_transformer and feature_dim % num_heads:
             raise ValueError(f"num_heads ({num_heads}) must divide feature_dim ({feature_dim})")
         self.ball = c if isinstance(c, poincare.PoincareBall) else poincare.PoincareBall(c)
@@ -126,6 +133,7 @@ class VideoFuturePredictor(nn.Module):
         self.feature_dim = feature_dim
         self.hyperbolic = hyperbolic
         self.use_transformer = use_transformer
+        self.space_time = space_time
         self.encoder = BlockEncoder3D(encoder_width, feature_dim)
         self.aggregator: nn.Module
         if use_transformer:
@@ -137,6 +145,7 @@ class VideoFuturePredictor(nn.Module):
                 transformer_dropout,
                 c=self.ball,
                 causal=True,
+                space_time=space_time,
             )
         else:
             self.aggregator = ConvGRU(feature_dim, feature_dim, gru_kernel, gru_layers)

@@ -30,7 +30,7 @@ import torch
 from torch import nn
 
 from poincare._optional import optional_imports
-from training.config import ARCHITECTURE_KEYS, DATA_KEYS
+from training.config import ARCHITECTURE_KEYS, DATA_KEYS, TrainConfig
 
 __all__ = [
     "CHECKPOINT_FORMAT",
@@ -397,8 +397,12 @@ def check_compatible(saved: dict[str, Any], current: dict[str, Any], path: str) 
 
     Raises :class:`CheckpointError` naming every architecture or data setting that differs
     (e.g. ``use_transformer: checkpoint True, this run False``); returns human-readable notes
-    for other settings that differ (which a resumed run takes from the current config).
+    for other settings that differ (which a resumed run takes from the current config). A
+    setting that the checkpoint's config lacks (added to :class:`TrainConfig` later) counts as
+    its default.
     """
+    # a setting newer than the checkpoint was made with its default value
+    saved = {**TrainConfig().to_dict(), **saved}
     bad = [
         f"{k}: checkpoint {json.dumps(saved.get(k))}, this run {json.dumps(current.get(k))}"
         for k in (*ARCHITECTURE_KEYS, *DATA_KEYS)

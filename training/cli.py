@@ -67,6 +67,13 @@ def build_parser() -> argparse.ArgumentParser:
         help="aggregate past blocks with the causal hyperbolic transformer (needs --hyperbolic); "
         "--no-use_transformer uses the ConvGRU",
     )
+    m.add_argument(
+        "--space_time",
+        action=bo,
+        default=_D.space_time,
+        help="factorised space-time attention: every transformer layer also attends across the "
+        "feature map's locations within each time step, before its causal attention over time",
+    )
     m.add_argument("--num_heads", type=int, default=_D.num_heads, help="attention heads")
     m.add_argument(
         "--transformer_layers", type=int, default=_D.transformer_layers, help="transformer layers"

@@ -40,6 +40,7 @@ MAX_LR = 10.0
 ARCHITECTURE_KEYS: tuple[str, ...] = (
     "hyperbolic",
     "use_transformer",
+    "space_time",
     "num_heads",
     "transformer_layers",
     "transformer_dropout",
@@ -81,7 +82,8 @@ SCHEDULE_KEYS: tuple[str, ...] = ("epochs", "lr", "warmup_steps", "wd", "grad_cl
 class TrainConfig:
     """Every setting of a training run (the flags of ``train_cli.py``, one field each).
 
-    Model: ``hyperbolic``, ``use_transformer``, ``num_heads``, ``transformer_layers``,
+    Model: ``hyperbolic``, ``use_transformer``, ``space_time`` (the transformer also attends
+    across the feature map's locations), ``num_heads``, ``transformer_layers``,
     ``transformer_dropout``, ``fp64_hyper``, ``distance`` (the score: ``distance``, alias
     ``regular``, ``squared`` or ``cosh``; stored canonical), ``curvature`` (its initial value
     with ``learn_curvature``), ``learn_curvature``, ``feature_dim`` (the
@@ -111,6 +113,7 @@ class TrainConfig:
 
     hyperbolic: bool = True
     use_transformer: bool = True
+    space_time: bool = False
     num_heads: int = 8
     transformer_layers: int = 4
     transformer_dropout: float = 0.1
@@ -223,6 +226,8 @@ class TrainConfig:
             p.append(f"--transformer_dropout must be in [0, 1), got {self.transformer_dropout}")
         if self.use_transformer and not self.hyperbolic:
             p.append("--use_transformer needs --hyperbolic (the transformer is hyperbolic)")
+        if self.space_time and not self.use_transformer:
+            p.append("--space_time needs --use_transformer (it is an attention across locations)")
         if self.pred_step > 0 and self.num_seq > 0 and self.pred_step >= self.num_seq:
             p.append(
                 f"--pred_step ({self.pred_step}) must be smaller than --num_seq ({self.num_seq})"

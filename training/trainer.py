@@ -210,6 +210,7 @@ def build_model(config: TrainConfig) -> VideoFuturePredictor:
         encoder_width=config.encoder_width,
         hyperbolic=config.hyperbolic,
         use_transformer=config.use_transformer,
+        space_time=config.space_time,
         num_heads=config.num_heads,
         transformer_layers=config.transformer_layers,
         transformer_dropout=config.transformer_dropout,

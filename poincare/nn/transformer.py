@@ -256,6 +256,14 @@ class ConvHyperbolicTransformer(_OnBall):
     All ``B * H * W`` sequences then go through one :class:`HyperbolicTransformer` call
     (causal by default).
 
+    With ``space_time=True`` the attention is factorised over space and time (as in
+    TimeSformer's divided attention): every layer first attends across the ``H * W`` locations
+    within each time step (a non-causal :class:`HyperbolicTransformerBlock` over the ``B * T``
+    maps, with its own positional codes of the flattened location), then over time at each
+    location (the temporal block, causal by default). Both run as single batched calls, with
+    no loop over locations or steps; step ``t``'s output still depends only on steps ``<= t``.
+    ``max_locations`` bounds ``H * W``.
+
     Args:
         input_dim: channels C of the input (> 0).
         hidden_dim: point size of the transformer (divisible by ``num_heads``).
@@ -267,6 +275,8 @@ class ConvHyperbolicTransformer(_OnBall):
         score: attention score.
         input_radius: ``R`` above.
         memory_efficient: recompute the attention's elementwise maps in the backward pass.
+        space_time: also attend across locations (factorised space-time attention, above).
+        max_locations: largest ``H * W`` accepted with ``space_time``.
 
     Returns from ``forward``: ``(output (B, T, hidden_dim, H, W), context (B, hidden_dim, H, W))``
     where ``context = output[:, -1]`` (the last step), both points of the ball along the
@@ -289,6 +299,8 @@ class ConvHyperbolicTransformer(_OnBall):
         score: str = "distance",
         input_radius: float = 2.0,
         memory_efficient: bool = False,
+        space_time: bool = False,
+        max_locations: int = 1024,
     ) -> None:
         super().__init__()
         self.input_dim = check_positive_int(input_dim, "input_dim")
@@ -310,6 +322,24 @@ class ConvHyperbolicTransformer(_OnBall):
             score=score,
             memory_efficient=memory_efficient,
         )
+        self.space_time = bool(space_time)
+        self.max_locations = check_positive_int(max_locations, "max_locations")
+        self.spatial_pos: HyperbolicPositionalEncoding | None = None
+        self.spatial_layers = nn.ModuleList()
+        if self.space_time:
+            self.spatial_pos = HyperbolicPositionalEncoding(hidden_dim, max_locations, c=self.ball)
+            self.spatial_layers.extend(
+                HyperbolicTransformerBlock(
+                    hidden_dim,
+                    num_heads,
+                    2 * hidden_dim if dim_feedforward is None else dim_feedforward,
+                    dropout,
+                    c=self.ball,
+                    score=score,
+                    memory_efficient=memory_efficient,
+                )
+                for _ in range(num_layers)
+            )
 
     def to_ball(self, x: Tensor) -> Tensor:
         """Map (..., input_dim) Euclidean features to (..., hidden_dim) ball points, in the
@@ -330,6 +360,36 @@ class ConvHyperbolicTransformer(_OnBall):
             raise ValueError(f"x must have shape (B, T, C, H, W), got {tuple(x.shape)}")
         if x.shape[2] != self.input_dim:
             raise ValueError(f"x must have {self.input_dim} channels, got {x.shape[2]}")
+        if self.space_time and x.shape[3] * x.shape[4] > self.max_locations:
+            raise ValueError(
+                f"x has {x.shape[3] * x.shape[4]} locations, more than "
+                f"max_locations={self.max_locations}"
+            )
+
+    def _space_time_tangent(self, seq: Tensor, b: int, hw: int) -> Tensor:
+        """The factorised layers on ``seq (B*H*W, T, hidden)`` points; returns the final
+        norm's tangent vectors, ``(B*H*W, T, hidden)``."""
+        tr = self.transformer
+        t, d = seq.shape[1], seq.shape[2]
+        if t > tr.max_len:
+            raise ValueError(f"sequence length {t} exceeds max_len={tr.max_len}")
+        y = seq.to(compute_dtype(seq.dtype))
+        if tr.pos_encoding is not None:
+            y = tr.pos_encoding(y)
+
+        def to_space(z: Tensor) -> Tensor:  # (B*HW, T, D) -> (B*T, HW, D)
+            return z.reshape(b, hw, t, d).transpose(1, 2).reshape(b * t, hw, d)
+
+        def to_time(z: Tensor) -> Tensor:  # (B*T, HW, D) -> (B*HW, T, D)
+            return z.reshape(b, t, hw, d).transpose(1, 2).reshape(b * hw, t, d)
+
+        assert self.spatial_pos is not None
+        y = to_time(self.spatial_pos(to_space(y)))
+        for spatial, temporal in zip(self.spatial_layers, tr.layers, strict=True):
+            y = to_time(spatial(to_space(y)))
+            y = temporal(y, is_causal=tr.causal)
+        out: Tensor = tr.norm.forward_tangent(y)
+        return out
 
     def forward_tangent(self, x: Tensor) -> tuple[Tensor, Tensor]:
         """Like :meth:`forward`, but the tangent vectors at the origin of the output and the
@@ -338,7 +398,10 @@ class ConvHyperbolicTransformer(_OnBall):
         self._check(x)
         b, t, ch, h, w = x.shape
         seq = x.permute(0, 3, 4, 1, 2).reshape(b * h * w, t, ch)
-        u = self.transformer.forward_tangent(self.to_ball(seq))
+        if self.space_time:
+            u = self._space_time_tangent(self.to_ball(seq), b, h * w)
+        else:
+            u = self.transformer.forward_tangent(self.to_ball(seq))
         out = u.reshape(b, h, w, t, self.hidden_dim).permute(0, 3, 4, 1, 2)
         return out, out[:, -1]
 
@@ -351,6 +414,10 @@ class ConvHyperbolicTransformer(_OnBall):
         self._check(x)
         b, t, ch, h, w = x.shape
         seq = x.permute(0, 3, 4, 1, 2).reshape(b * h * w, t, ch)
-        y = cast_point(self.transformer(self.to_ball(seq)), x.dtype, c=self.c)
+        if self.space_time:
+            u = self._space_time_tangent(self.to_ball(seq), b, h * w)
+            y = cast_point(PF.expmap0(u, c=self.c), x.dtype, c=self.c)
+        else:
+            y = cast_point(self.transformer(self.to_ball(seq)), x.dtype, c=self.c)
         out = y.reshape(b, h, w, t, self.hidden_dim).permute(0, 3, 4, 1, 2)
         return out, out[:, -1]
