@@ -209,7 +209,7 @@ def test_evaluation_at_the_end_and_eval_only(
     assert train_cli.main(["--resume", str(out), "--eval_only"]) == 0
     again = json.loads((out / "eval.json").read_text())
     assert again["horizon"] == rep["horizon"]  # the same weights and test videos
-    assert capsys.readouterr().out.strip().endswith(f"evaluation written to {out}/eval.json")
+    assert capsys.readouterr().out.strip().endswith(f"written to {out}: eval.json")
     # nothing was trained: the checkpoint and the metrics are unchanged
     assert len((out / "metrics.jsonl").read_text().splitlines()) == 1
 

@@ -422,6 +422,8 @@ def check_compatible(saved: dict[str, Any], current: dict[str, Any], path: str) 
         "compile",
         "eval_only",
         "eval_batches",
+        "probe",
+        "probe_batches",
     }
     return [
         f"{k}: checkpoint {json.dumps(saved.get(k))}, this run {json.dumps(current.get(k))}"

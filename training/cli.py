@@ -300,6 +300,21 @@ def build_parser() -> argparse.ArgumentParser:
         default=_D.eval_only,
         help="evaluate the --resume checkpoint into its run folder (or --out) and train nothing",
     )
+    e.add_argument(
+        "--probe",
+        action="store_true",
+        default=_D.probe,
+        help="early action recognition: freeze the --resume checkpoint's model and train probes "
+        "(HyperbolicMLR, or linear for the Euclidean model) for the coarse and fine actions on "
+        "its context and prediction representations after each number of observed blocks; "
+        "writes probe.json and probe.png into its run folder (or --out) and trains nothing else",
+    )
+    e.add_argument(
+        "--probe_batches",
+        type=int,
+        default=_D.probe_batches,
+        help="batches of videos that train the probes (the test videos: --eval_batches)",
+    )
     return p
 
 
@@ -395,7 +410,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     if result.interrupted:
         return 128 + result.stop_signal if result.stop_signal else 0
     if result.evaluated_only:
-        print(f"evaluation written to {result.out_dir}/eval.json")
+        written = [
+            n for n, on in (("eval.json", config.eval_only), ("probe.json", config.probe)) if on
+        ]
+        print(f"written to {result.out_dir}: " + ", ".join(written))
         return 0
     final = result.final
     if final:

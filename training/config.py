@@ -108,7 +108,9 @@ class TrainConfig:
     ``cross_rank_negatives`` (score each rank's predictions against every rank's targets).
     Evaluation (:mod:`training.analysis`): ``eval_batches`` (batches of the sprite ``test``
     split evaluated at the end of training; 0: no evaluation), ``eval_only`` (evaluate the
-    ``resume`` checkpoint and train nothing).
+    ``resume`` checkpoint and train nothing), ``probe`` (train the early-action probes of
+    :mod:`training.probe` on the ``resume`` checkpoint and train nothing else),
+    ``probe_batches`` (batches of videos that train the probes).
     """
 
     hyperbolic: bool = True
@@ -160,6 +162,8 @@ class TrainConfig:
     tensorboard: bool | None = None
     eval_batches: int = 32
     eval_only: bool = False
+    probe: bool = False
+    probe_batches: int = 64
 
     def problems(self) -> list[str]:
         """Reasons why this configuration cannot run (empty when it can)."""
@@ -219,6 +223,12 @@ class TrainConfig:
             p.append("--eval_only needs --resume (the checkpoint to evaluate)")
         if self.eval_only and self.eval_batches == 0:
             p.append("--eval_only needs --eval_batches of at least 1")
+        if self.probe and self.resume is None:
+            p.append("--probe needs --resume (the checkpoint whose representations it probes)")
+        if self.probe and self.dataset != "sprites":
+            p.append("--probe needs --dataset sprites (the videos with action labels)")
+        if self.probe and (self.probe_batches < 1 or self.eval_batches < 1):
+            p.append("--probe needs --probe_batches and --eval_batches of at least 1")
         for name in ("warmup_steps", "num_workers", "num_distractors", "threads", "eval_batches"):
             if getattr(self, name) < 0:
                 p.append(f"--{name} must be >= 0, got {getattr(self, name)}")

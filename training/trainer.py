@@ -84,6 +84,13 @@ from training.distributed import (
     shard_batches,
 )
 from training.metrics import plot_curves, write_metrics
+from training.probe import (
+    PROBE_EPOCH,
+    extract_features,
+    format_probe_table,
+    run_probes,
+    write_probes,
+)
 from training.run_folder import (
     RunFolderError,
     RunLock,
@@ -147,7 +154,8 @@ class RunResult:
         nonfinite_total: steps skipped because the loss or the gradient was not finite.
         final: the last epoch's metrics (empty when no epoch finished).
         model: the trained model (its state when the run ended), on the run's device.
-        evaluated_only: the run was ``eval_only``: it evaluated a checkpoint, trained nothing.
+        evaluated_only: the run was ``eval_only`` or ``probe``: it evaluated or probed a
+            checkpoint and trained nothing.
         evaluation: the report written to ``eval.json`` (empty when none was made).
     """
 
@@ -872,12 +880,70 @@ def run_evaluation(
     return report
 
 
+def run_probe_task(
+    model: VideoFuturePredictor,
+    config: TrainConfig,
+    device: torch.device,
+    out_dir: Path,
+    *,
+    step: int,
+    tb: TensorBoardLog | None = None,
+) -> dict[str, Any]:
+    """Train and score the early-action probes (:mod:`training.probe`) of the frozen
+    ``model``: ``config.probe_batches`` batches of the sprite ``train`` split at
+    :data:`~training.probe.PROBE_EPOCH` train them, ``config.eval_batches`` batches of the
+    ``test`` split score them. Writes ``probe.json`` and ``probe.png`` into ``out_dir``,
+    logs the image to ``tb``, prints the table, and returns it."""
+
+    def batches(split: str, epoch: int, n: int) -> Iterable[SpriteBatch]:
+        data = SpriteVideos(
+            data_config(config),
+            seed=config.seed,
+            split=split,
+            epoch=epoch,
+            batch_size=config.batch_size,
+            num_batches=n,
+        )
+        return (data[i] for i in range(len(data)))
+
+    with precision(config):
+        train = extract_features(
+            model, batches("train", PROBE_EPOCH, config.probe_batches), device=device
+        )
+        test = extract_features(model, batches("test", 0, config.eval_batches), device=device)
+    table = {
+        "checkpoint_step": step,
+        "hyperbolic": config.hyperbolic,
+        "use_transformer": config.use_transformer,
+        "space_time": config.space_time,
+        **run_probes(train, test, seed=config.seed),
+    }
+    names = write_probes(table, out_dir, _model_title(config))
+    if tb is not None:
+        for name in names:
+            tb.image_png("eval/" + name.removesuffix(".png"), out_dir / name, step)
+        tb.flush()
+    _report(format_probe_table(table))
+    return table
+
+
+def _model_title(config: TrainConfig) -> str:
+    if not config.hyperbolic:
+        return "Euclidean ConvGRU"
+    if not config.use_transformer:
+        return "hyperbolic ConvGRU"
+    return "hyperbolic space-time transformer" if config.space_time else "hyperbolic transformer"
+
+
 def _eval_only(
     config: TrainConfig, ctx: DistContext, ckpt: dict[str, Any], real: RealData | None
 ) -> RunResult:
-    """``--eval_only``: load the checkpoint's weights and evaluate into the run folder."""
+    """``--eval_only`` and ``--probe``: load the checkpoint's weights and evaluate or probe
+    into the run folder."""
     if ctx.active:
-        raise DistributedSetupError("--eval_only runs in one process, not under torchrun")
+        raise DistributedSetupError(
+            "--eval_only and --probe run in one process, not under torchrun"
+        )
     folder = Path(config.out) if config.out is not None else Path(ckpt["path"]).parent
     out_dir = prepare_run_folder(folder)
     model = build_model(config).to(ctx.device)
@@ -885,18 +951,22 @@ def _eval_only(
     validate_checkpoint(ckpt, model, build_optimizer(model, config), steps_per_epoch=steps_epoch)
     model.load_state_dict(ckpt["model"])
     history = list(ckpt["history"])
+    report: dict[str, Any] = {}
     with RunLock(out_dir), TensorBoardLog.open(out_dir, config.tensorboard) as tb:
-        report = run_evaluation(
-            model,
-            config,
-            ctx.device,
-            real,
-            out_dir,
-            epoch=int(ckpt["epoch"]),
-            step=int(ckpt["step"]),
-            checkpoint=str(ckpt["path"]),
-            tb=tb,
-        )
+        if config.eval_only:
+            report = run_evaluation(
+                model,
+                config,
+                ctx.device,
+                real,
+                out_dir,
+                epoch=int(ckpt["epoch"]),
+                step=int(ckpt["step"]),
+                checkpoint=str(ckpt["path"]),
+                tb=tb,
+            )
+        if config.probe:
+            run_probe_task(model, config, ctx.device, out_dir, step=int(ckpt["step"]), tb=tb)
     return RunResult(
         out_dir=out_dir,
         history=history,
@@ -1026,7 +1096,7 @@ def _run(
             + (" ..." if len(real.skipped) > 5 else "")
         )
 
-    if config.eval_only:
+    if config.eval_only or config.probe:
         assert ckpt is not None  # config.problems() requires resume
         return _eval_only(config, ctx, ckpt, real)
 
