@@ -406,10 +406,11 @@ def plot_ambiguity(report: dict[str, Any], title: str) -> bytes:
 
 
 def plot_disk(ps: PredictionSet, title: str, *, max_points: int = 400) -> bytes:
-    """The pooled predictions and targets on the Poincaré disk (:func:`disk_projection`, one
-    principal plane for both), coloured by coarse action and, in a second panel, by whether
-    the fine action was hidden in the observed past; the step is the marker size (PNG bytes).
-    For the Euclidean model the points are first mapped into the ball by ``expmap0``."""
+    """The pooled predictions on the Poincaré disk (:func:`disk_projection`, one principal
+    plane for all), in up to three panels: coloured by future step (with the step-1 targets as
+    crosses), by coarse action, and by whether the fine action was hidden in the observed
+    past. Distances from the centre are the predictions' own. For the Euclidean model the
+    vectors are first mapped into the ball by ``expmap0`` (PNG bytes)."""
     plt = _pyplot()
     v, p, d = ps.pooled_pred.shape
     n = min(v, max_points)
@@ -418,55 +419,51 @@ def plot_disk(ps: PredictionSet, title: str, *, max_points: int = 400) -> bytes:
     if not ps.hyperbolic:
         pred = poincare.expmap0(pred, c=ps.c)
         target = poincare.expmap0(target, c=ps.c)
-    both = torch.cat([pred, target])
-    v_all = poincare.logmap0(both.to(torch.float64), c=ps.c)
+    v_all = poincare.logmap0(torch.cat([pred, target]).to(torch.float64), c=ps.c)
     _, _, vh = torch.linalg.svd(v_all, full_matrices=False)
     basis = vh[:2].T
     p2 = disk_projection(pred, c=ps.c, basis=basis).reshape(n, p, 2)
     t2 = disk_projection(target, c=ps.c, basis=basis)
-    steps = torch.arange(p).expand(n, p)
-    sizes = 22.0 / (1.0 + steps.reshape(-1).double())
-    panels: list[tuple[str, Tensor | None, list[str]]] = [
-        ("coarse action", ps.coarse[:n] if ps.coarse is not None else None, list(COARSE_ACTIONS)),
-        (
-            "fine action in the observed past",
-            ps.hidden[:n].long() if ps.hidden is not None else None,
-            ["revealed", "hidden"],
-        ),
+    step = torch.arange(p).expand(n, p)
+    panels: list[tuple[str, Tensor, list[str]]] = [
+        ("future step", step, [f"step {k + 1}" for k in range(p)])
     ]
-    panels = [x for x in panels if x[1] is not None] or [("predictions", None, [])]
-    fig, axes = plt.subplots(1, len(panels), figsize=(4.2 * len(panels), 4.3), dpi=90)
-    axes = axes if isinstance(axes, Iterable) else [axes]
+    if ps.coarse is not None:
+        panels.append(("coarse action", ps.coarse[:n, None].expand(n, p), list(COARSE_ACTIONS)))
+    if ps.hidden is not None:
+        panels.append(
+            (
+                "fine action in the observed past",
+                ps.hidden[:n, None].expand(n, p).long(),
+                ["revealed", "hidden"],
+            )
+        )
+    fig, axes = plt.subplots(1, len(panels), figsize=(4.0 * len(panels), 4.3), dpi=90)
+    axes = list(axes) if len(panels) > 1 else [axes]
     radius = 1.0 / math.sqrt(ps.c)
-    colours = ["#4c72b0", "#dd8452", "#55a868", "#c44e52"]
-    for ax, (name, labels, names) in zip(axes, panels, strict=True):
+    colours = ["#4c72b0", "#dd8452", "#55a868", "#c44e52", "#8172b3"]
+    pts = p2.reshape(-1, 2)
+    for idx, (ax, (name, labels, names)) in enumerate(zip(axes, panels, strict=True)):
         ax.add_patch(plt.Circle((0, 0), radius, fill=False, color="k", lw=0.8))
-        pts = p2.reshape(-1, 2)
-        if labels is None:
-            ax.scatter(pts[:, 0], pts[:, 1], s=sizes, alpha=0.5, color=colours[0], lw=0)
-        else:
-            lab = labels[:, None].expand(n, p).reshape(-1)
-            for i, label in enumerate(names):
-                sel = lab == i
-                ax.scatter(
-                    pts[sel, 0],
-                    pts[sel, 1],
-                    s=sizes[sel],
-                    alpha=0.55,
-                    color=colours[i],
-                    lw=0,
-                    label=f"{label} (prediction)",
-                )
-                ax.scatter(
-                    t2[labels == i, 0],
-                    t2[labels == i, 1],
-                    s=8,
-                    marker="x",
-                    alpha=0.35,
-                    color=colours[i],
-                    lw=0.6,
-                )
-            ax.legend(fontsize=6, loc="lower left")
+        ax.plot([0], [0], "k+", ms=6)
+        lab = labels.reshape(-1)
+        for i, label in enumerate(names):
+            sel = lab == i
+            ax.scatter(
+                pts[sel, 0], pts[sel, 1], s=7, alpha=0.5, color=colours[i % 5], lw=0, label=label
+            )
+        if idx == 0:
+            ax.scatter(
+                t2[:, 0],
+                t2[:, 1],
+                s=7,
+                marker="x",
+                alpha=0.3,
+                color="k",
+                lw=0.5,
+                label="target, step 1",
+            )
+        ax.legend(fontsize=6, loc="lower left", markerscale=2)
         ax.set_xlim(-1.05 * radius, 1.05 * radius)
         ax.set_ylim(-1.05 * radius, 1.05 * radius)
         ax.set_aspect("equal")
@@ -474,8 +471,8 @@ def plot_disk(ps: PredictionSet, title: str, *, max_points: int = 400) -> bytes:
         ax.set_yticks([])
         ax.set_title(name, fontsize=9)
     fig.suptitle(
-        title + "\n(dots: predictions, larger = step 1; x: targets of step 1; distance from the "
-        "centre preserved)",
+        f"{title}: each video's prediction pooled over locations (Einstein midpoint), on the "
+        "disk\nwith its distance from the centre preserved",
         fontsize=8,
     )
     fig.tight_layout()

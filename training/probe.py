@@ -308,6 +308,7 @@ def plot_probes(table: dict[str, Any], title: str) -> bytes:
         ax.axhline(100 * table["chance"][level], color="k", ls=":", lw=0.8, label="chance")
         ax.set_title(level, fontsize=9)
         ax.set_xlabel("observed blocks")
+        ax.set_xticks(sorted({e["observed_blocks"] for e in table["results"]}))
         ax.grid(alpha=0.3)
     axes[0].set_ylabel("test accuracy (%)")
     axes[0].legend(fontsize=7)

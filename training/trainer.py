@@ -593,17 +593,24 @@ def _train_loader(
     )
 
 
+def _sprite_batches(
+    config: TrainConfig, split: str, epoch: int, num_batches: int
+) -> Iterator[SpriteBatch]:
+    """The ``num_batches`` sprite batches of ``(config.seed, split, epoch)``, in order."""
+    data = SpriteVideos(
+        data_config(config),
+        seed=config.seed,
+        split=split,
+        epoch=epoch,
+        batch_size=config.batch_size,
+        num_batches=num_batches,
+    )
+    return (data[i] for i in range(len(data)))
+
+
 def _val_batches(config: TrainConfig, real: RealData | None) -> Iterable[SpriteBatch]:
     if real is None:
-        data = SpriteVideos(
-            data_config(config),
-            seed=config.seed,
-            split="val",
-            epoch=0,
-            batch_size=config.batch_size,
-            num_batches=config.val_batches,
-        )
-        return (data[i] for i in range(len(data)))
+        return _sprite_batches(config, "val", 0, config.val_batches)
     n = len(real.val)
     return DataLoader(
         real.val,
@@ -838,15 +845,7 @@ def run_evaluation(
     """
     batches: Iterable[SpriteBatch]
     if real is None:
-        data = SpriteVideos(
-            data_config(config),
-            seed=config.seed,
-            split="test",
-            epoch=0,
-            batch_size=config.batch_size,
-            num_batches=config.eval_batches,
-        )
-        batches = (data[i] for i in range(len(data)))
+        batches = _sprite_batches(config, "test", 0, config.eval_batches)
         observed: int | None = observed_frames(config.num_seq, config.seq_len, config.pred_step)
     else:
         batches = _val_batches(config, real)
@@ -894,23 +893,15 @@ def run_probe_task(
     :data:`~training.probe.PROBE_EPOCH` train them, ``config.eval_batches`` batches of the
     ``test`` split score them. Writes ``probe.json`` and ``probe.png`` into ``out_dir``,
     logs the image to ``tb``, prints the table, and returns it."""
-
-    def batches(split: str, epoch: int, n: int) -> Iterable[SpriteBatch]:
-        data = SpriteVideos(
-            data_config(config),
-            seed=config.seed,
-            split=split,
-            epoch=epoch,
-            batch_size=config.batch_size,
-            num_batches=n,
-        )
-        return (data[i] for i in range(len(data)))
-
     with precision(config):
         train = extract_features(
-            model, batches("train", PROBE_EPOCH, config.probe_batches), device=device
+            model,
+            _sprite_batches(config, "train", PROBE_EPOCH, config.probe_batches),
+            device=device,
         )
-        test = extract_features(model, batches("test", 0, config.eval_batches), device=device)
+        test = extract_features(
+            model, _sprite_batches(config, "test", 0, config.eval_batches), device=device
+        )
     table = {
         "checkpoint_step": step,
         "hyperbolic": config.hyperbolic,
