@@ -15,12 +15,17 @@ For every model and seed it runs ``python train_cli.py <model flags> --seed S`` 
   "radius" is the norm of its predictions);
 * ``htr-p3``: the hyperbolic transformer predicting 3 blocks from 2 (``--pred_step 3``): a
   shorter observed past, in which most videos' fine action is still hidden, so that the
-  radius-by-ambiguity comparison has enough hidden videos.
+  radius-by-ambiguity comparison has enough hidden videos;
+* for the first seed only, ``long-htr`` and ``long-egru``: the transformer and the Euclidean
+  ConvGRU trained 48 epochs instead of 12.
+
+Each run folder gets ``science.json`` (the commit it was made on, its training time, its
+flags); ``--reuse`` reads finished run folders instead of rerunning them.
 
 It prints every run's figures and the tables (mean ± standard deviation over the seeds), and
 with ``--write-readme`` writes the tables between ``<!-- figures:science:begin -->`` and
 ``<!-- figures:science:end -->`` in README.md and copies the first seed's plots of the main
-model to ``docs/``. With 2 jobs on 2 CPU cores the whole set takes about 15 minutes.
+model to ``docs/``. With 2 jobs on 2 CPU cores the whole set takes about 25 minutes.
 """
 
 from __future__ import annotations
@@ -40,6 +45,16 @@ from typing import Any
 ROOT = Path(__file__).resolve().parents[1]
 README = ROOT / "README.md"
 RUNS = Path("runs") / "science"
+
+# Run for the first seed only: the two ends of the first table trained four times longer.
+LONG_MODELS: list[tuple[str, list[str], str]] = [
+    ("long-htr", ["--fp64_hyper", "--epochs", "48"], "hyperbolic transformer, 48 epochs"),
+    (
+        "long-egru",
+        ["--no-hyperbolic", "--no-use_transformer", "--epochs", "48"],
+        "Euclidean ConvGRU, 48 epochs",
+    ),
+]
 
 MODELS: list[tuple[str, list[str], str]] = [
     ("htr", ["--fp64_hyper"], "hyperbolic transformer"),
@@ -74,10 +89,9 @@ def _call(cmd: list[str]) -> str:
 
 def run_one(name: str, flags: list[str], seed: int, reuse: bool = False) -> dict[str, Any]:
     """Train, evaluate and probe one model and seed; returns its figures. With ``reuse``, a
-    run folder that already holds both reports is read instead (its ``seconds`` is NaN)."""
+    finished run folder (with its reports and ``science.json``) is read instead."""
     out = RUNS / f"{name}-s{seed}"
-    done = all((ROOT / out / f).is_file() for f in ("eval.json", "probe.json"))
-    seconds = float("nan")
+    done = all((ROOT / out / f).is_file() for f in ("eval.json", "probe.json", "science.json"))
     if not (reuse and done):
         if (ROOT / out).exists():
             shutil.rmtree(ROOT / out)
@@ -86,6 +100,10 @@ def run_one(name: str, flags: list[str], seed: int, reuse: bool = False) -> dict
         _call([*train, "--out", str(out)])
         seconds = time.perf_counter() - t0
         _call([sys.executable, "train_cli.py", "--resume", str(out), "--probe"])
+        made = {"commit": commit(), "seconds": seconds, "flags": flags}
+        (ROOT / out / "science.json").write_text(json.dumps(made) + "\n")
+    made = json.loads((ROOT / out / "science.json").read_text())
+    seconds = float(made["seconds"])
     metrics = [json.loads(x) for x in (ROOT / out / "metrics.jsonl").read_text().splitlines()]
     ev = json.loads((ROOT / out / "eval.json").read_text())
     probe = json.loads((ROOT / out / "probe.json").read_text())
@@ -97,6 +115,7 @@ def run_one(name: str, flags: list[str], seed: int, reuse: bool = False) -> dict
         "final": metrics[-1],
         "eval": ev,
         "probe": probe,
+        "commit": made["commit"],
     }
 
 
@@ -117,8 +136,10 @@ def tables(runs: list[dict[str, Any]], rev: str, seeds: list[int]) -> str:
     by: dict[str, list[dict[str, Any]]] = {}
     for r in runs:
         by.setdefault(r["name"], []).append(r)
+    made = sorted({r["commit"] for r in runs})
     lines = [
-        f"Commit `{rev}`, `python scripts/science_table.py --seeds {' '.join(map(str, seeds))}`: "
+        f"Runs made on commit {', '.join(f'`{m}`' for m in made)} (tables written on `{rev}`), "
+        f"`python scripts/science_table.py --seeds {' '.join(map(str, seeds))}`: "
         f"mean ± standard deviation over {len(seeds)} seeds; every run trains 12 epochs on the "
         "sprite videos, is evaluated on 512 held-out test videos and probed with 1024 others.",
         "",
@@ -165,6 +186,32 @@ def tables(runs: list[dict[str, Any]], rev: str, seeds: list[int]) -> str:
                 f"| {_ms([c[k]['hierarchical'] for c in ctx], 100, 1)} "
                 f"| {_ms([p[k]['coarse'] for p in pred], 100, 1)} |"
             )
+    long_runs = [r for r in runs if r["name"].startswith("long-")]
+    if long_runs:
+        lines += [
+            "",
+            f"Trained four times longer (48 epochs, seed {seeds[0]}; intervals: bootstrap over "
+            "the test videos, 95 %):",
+            "",
+            "| model | val top-1 | radius by step | hidden − revealed by step | coarse probe, "
+            "k = 1, 2, 3 | fine probe, k = 1, 2, 3 |",
+            "|---|---:|---|---|---|---|",
+        ]
+        titles = {n: w for n, _, w in LONG_MODELS}
+        for r in long_runs:
+            ev = r["eval"]
+            rows = [e for e in r["probe"]["results"] if e["representation"] == "context"]
+            cells = [
+                f"{titles[r['name']]} ({ev['measure']})",
+                f"{100 * r['final']['val_top1']:.1f} %",
+                "; ".join(f"{e['step']}: {_ci(e)}" for e in ev["horizon"]),
+                "; ".join(
+                    f"{e['step']}: {_ci(e['hidden_minus_revealed'])}" for e in ev["ambiguity"]
+                ),
+                ", ".join(f"{100 * e['coarse']:.1f}" for e in rows),
+                ", ".join(f"{100 * e['fine']:.1f}" for e in rows),
+            ]
+            lines.append("| " + " | ".join(cells) + " |")
     lines += [
         "",
         f"Intervals of seed {seeds[0]} (bootstrap over the test videos, 95 %):",
@@ -202,6 +249,9 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--write-readme", action="store_true", help="write into README.md")
     parser.add_argument(
+        "--no-long", action="store_true", help="skip the two 48-epoch runs of the first seed"
+    )
+    parser.add_argument(
         "--reuse",
         action="store_true",
         help="read finished runs in runs/science instead of rerunning",
@@ -209,6 +259,8 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     rev = commit()
     todo = [(n, f, s) for n, f, _ in MODELS if n in args.models for s in args.seeds]
+    if not args.no_long:
+        todo += [(n, f, args.seeds[0]) for n, f, _ in LONG_MODELS]
     with ThreadPoolExecutor(max_workers=max(1, args.jobs)) as pool:
         runs = list(pool.map(lambda t: run_one(t[0], t[1], t[2], reuse=args.reuse), todo))
     for r in runs:
