@@ -370,6 +370,11 @@ def test_tensorboard_events(tmp_path: Path) -> None:
         assert tag in tags["scalars"], tag
     assert [e.step for e in acc.Scalars("loss/train")] == [3, 6]
     assert "curves" in tags["images"]
+    # the evaluation at the end: the radius per step and the plots, at the last step
+    assert [e.step for e in acc.Scalars("eval/radius/step1")] == [6]
+    assert "eval/radius/hidden_minus_revealed_step1" in tags["scalars"]
+    for image in ("eval/radius_by_horizon", "eval/radius_by_ambiguity", "eval/poincare_disk"):
+        assert image in tags["images"], image
     none = tmp_path / "n"
     assert train_cli.main([*ARGS, "--epochs", "1", "--no-tensorboard", "--out", str(none)]) == 0
     assert not (none / "tensorboard").exists()
