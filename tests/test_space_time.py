@@ -122,3 +122,14 @@ def test_video_model_with_space_time_trains_a_step() -> None:
     assert bool(torch.isfinite(out.loss))
     grads = [p.grad for p in model.aggregator.spatial_layers.parameters()]  # type: ignore[union-attr]
     assert grads and all(g is not None and bool(torch.isfinite(g).all()) for g in grads)
+
+
+def test_a_checkpoint_older_than_the_setting_counts_as_without_it() -> None:
+    from training.checkpoint import CheckpointError, check_compatible
+    from training.config import TrainConfig
+
+    current = TrainConfig().to_dict()
+    old = {k: v for k, v in current.items() if k != "space_time"}
+    assert check_compatible(old, current, "old.pt") == []
+    with pytest.raises(CheckpointError, match="space_time: checkpoint false, this run true"):
+        check_compatible(old, {**current, "space_time": True}, "old.pt")
