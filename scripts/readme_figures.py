@@ -208,7 +208,8 @@ def write_readme(name: str, text: str) -> None:
     begin, end = f"<!-- figures:{name}:begin -->", f"<!-- figures:{name}:end -->"
     pattern = re.compile(re.escape(begin) + ".*?" + re.escape(end), re.S)
     if not pattern.search(readme):
-        raise SystemExit(f"readme_figures.py: error: README.md has no {begin} ... {end} markers")
+        script = Path(sys.argv[0]).name
+        raise SystemExit(f"{script}: error: README.md has no {begin} ... {end} markers")
     README.write_text(pattern.sub(lambda _: f"{begin}\n{text}{end}", readme))
 
 

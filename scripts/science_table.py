@@ -32,7 +32,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import re
 import shutil
 import statistics
 import subprocess
@@ -42,8 +41,10 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from readme_figures import commit, write_readme
+
 ROOT = Path(__file__).resolve().parents[1]
-README = ROOT / "README.md"
 RUNS = Path("runs") / "science"
 
 # Run for the first seed only: the two ends of the first table trained four times longer.
@@ -67,15 +68,6 @@ MODELS: list[tuple[str, list[str], str]] = [
         "hyperbolic transformer, 3 of 5 blocks predicted",
     ),
 ]
-
-
-def commit() -> str:
-    """The short commit of the checkout, ``-dirty`` when tracked files differ from it."""
-    head = subprocess.run(
-        ["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True, text=True
-    ).stdout.strip()
-    dirty = subprocess.run(["git", "diff", "--quiet", "HEAD", "--"], cwd=ROOT).returncode
-    return head + ("-dirty" if dirty else "")
 
 
 def _call(cmd: list[str]) -> str:
@@ -230,16 +222,6 @@ def tables(runs: list[dict[str, Any]], rev: str, seeds: list[int]) -> str:
     return "\n".join(lines) + "\n"
 
 
-def write_readme(text: str) -> None:
-    """Replace the text between the science markers in README.md."""
-    readme = README.read_text()
-    begin, end = "<!-- figures:science:begin -->", "<!-- figures:science:end -->"
-    pattern = re.compile(re.escape(begin) + ".*?" + re.escape(end), re.S)
-    if not pattern.search(readme):
-        raise SystemExit(f"science_table.py: error: README.md has no {begin} ... {end} markers")
-    README.write_text(pattern.sub(lambda _: f"{begin}\n{text}{end}", readme))
-
-
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
@@ -275,7 +257,7 @@ def main(argv: list[str] | None = None) -> int:
     text = tables(runs, rev, args.seeds)
     print(text)
     if args.write_readme:
-        write_readme(text)
+        write_readme("science", text)
         first = RUNS / f"htr-s{args.seeds[0]}"
         for name in (
             "poincare_disk.png",

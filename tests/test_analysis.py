@@ -223,3 +223,25 @@ def test_eval_flags_are_checked(tmp_path: Path, capsys: pytest.CaptureFixture[st
     assert train_cli.main([*cli_args(epochs=1, eval_batches=0), "--out", str(out)]) == 0
     assert not (out / "eval.json").exists()
     assert TINY["num_seq"] == 3  # the tiny default has one step, evaluated when asked
+
+
+def test_model_title_names_each_variant() -> None:
+    from training.analysis import model_title
+
+    sizes = {"num_seq": 3, "seq_len": 2, "pred_step": 1, "img_dim": 16, "feature_dim": 8}
+    sizes |= {"encoder_width": 4, "num_heads": 2, "transformer_layers": 1}
+    titles = [
+        model_title(VideoFuturePredictor(**sizes, **kw))  # type: ignore[arg-type]
+        for kw in (
+            {},
+            {"space_time": True},
+            {"use_transformer": False},
+            {"hyperbolic": False, "use_transformer": False},
+        )
+    ]
+    assert titles == [
+        "hyperbolic transformer",
+        "hyperbolic space-time transformer",
+        "hyperbolic ConvGRU",
+        "Euclidean ConvGRU",
+    ]

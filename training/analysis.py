@@ -57,6 +57,7 @@ __all__ = [
     "disk_projection",
     "evaluate_run",
     "format_summary",
+    "model_title",
     "observed_frames",
     "radius_report",
 ]
@@ -190,21 +191,13 @@ def bootstrap_ci(
         ValueError: ``values`` not one-dimensional, ``resamples < 1`` or ``level`` outside
             ``(0, 1)``.
     """
-    if values.dim() != 1:
-        raise ValueError(f"values must be one-dimensional, got shape {tuple(values.shape)}")
-    if resamples < 1:
-        raise ValueError(f"resamples must be >= 1, got {resamples}")
-    if not 0.0 < level < 1.0:
-        raise ValueError(f"level must be in (0, 1), got {level}")
+    _check_bootstrap(resamples, level, values=values)
     n = values.numel()
     if n == 0:
         return math.nan, math.nan
     g = torch.Generator().manual_seed(seed)
     idx = torch.randint(0, n, (resamples, n), generator=g)
-    means = values.to(torch.float64)[idx].mean(dim=1)
-    alpha = (1.0 - level) / 2.0
-    lo, hi = torch.quantile(means, torch.tensor([alpha, 1.0 - alpha], dtype=torch.float64))
-    return float(lo), float(hi)
+    return _percentiles(values.to(torch.float64)[idx].mean(dim=1), level)
 
 
 def bootstrap_difference_ci(
@@ -214,21 +207,31 @@ def bootstrap_difference_ci(
 
     Returns ``(nan, nan)`` when either group is empty. Raises as :func:`bootstrap_ci`.
     """
-    for name, v in (("a", a), ("b", b)):
-        if v.dim() != 1:
-            raise ValueError(f"{name} must be one-dimensional, got shape {tuple(v.shape)}")
-    if resamples < 1:
-        raise ValueError(f"resamples must be >= 1, got {resamples}")
-    if not 0.0 < level < 1.0:
-        raise ValueError(f"level must be in (0, 1), got {level}")
+    _check_bootstrap(resamples, level, a=a, b=b)
     if a.numel() == 0 or b.numel() == 0:
         return math.nan, math.nan
     g = torch.Generator().manual_seed(seed)
     ia = torch.randint(0, a.numel(), (resamples, a.numel()), generator=g)
     ib = torch.randint(0, b.numel(), (resamples, b.numel()), generator=g)
     diff = a.to(torch.float64)[ia].mean(1) - b.to(torch.float64)[ib].mean(1)
+    return _percentiles(diff, level)
+
+
+def _check_bootstrap(resamples: int, level: float, **samples: Tensor) -> None:
+    """The argument checks shared by the bootstrap functions (see :func:`bootstrap_ci`)."""
+    for name, v in samples.items():
+        if v.dim() != 1:
+            raise ValueError(f"{name} must be one-dimensional, got shape {tuple(v.shape)}")
+    if resamples < 1:
+        raise ValueError(f"resamples must be >= 1, got {resamples}")
+    if not 0.0 < level < 1.0:
+        raise ValueError(f"level must be in (0, 1), got {level}")
+
+
+def _percentiles(draws: Tensor, level: float) -> tuple[float, float]:
+    """The central ``level`` interval of the bootstrap ``draws``."""
     alpha = (1.0 - level) / 2.0
-    lo, hi = torch.quantile(diff, torch.tensor([alpha, 1.0 - alpha], dtype=torch.float64))
+    lo, hi = torch.quantile(draws, torch.tensor([alpha, 1.0 - alpha], dtype=torch.float64))
     return float(lo), float(hi)
 
 
@@ -479,6 +482,15 @@ def plot_disk(ps: PredictionSet, title: str, *, max_points: int = 400) -> bytes:
     return _figure_bytes(fig)
 
 
+def model_title(model: VideoFuturePredictor) -> str:
+    """The model's kind in words, for plot titles ("hyperbolic transformer", ...)."""
+    if not model.hyperbolic:
+        return "Euclidean ConvGRU"
+    if not model.use_transformer:
+        return "hyperbolic ConvGRU"
+    return "hyperbolic space-time transformer" if model.space_time else "hyperbolic transformer"
+
+
 def evaluate_run(
     model: VideoFuturePredictor,
     batches: Iterable[SpriteBatch],
@@ -498,12 +510,7 @@ def evaluate_run(
     ps = collect_predictions(model, batches, device=device, observed=observed)
     report = {**meta, **radius_report(ps, resamples=resamples, seed=seed)}
     out = Path(out_dir)
-    kind = (
-        ("hyperbolic transformer" if model.use_transformer else "hyperbolic ConvGRU")
-        if model.hyperbolic
-        else "Euclidean ConvGRU"
-    )
-    title = f"{kind}, {report['videos']} videos"
+    title = f"{model_title(model)}, {report['videos']} videos"
     pngs = {HORIZON_PNG: plot_horizon(report, title)}
     if "ambiguity" in report:
         pngs[AMBIGUITY_PNG] = plot_ambiguity(report, title)

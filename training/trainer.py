@@ -61,7 +61,7 @@ with optional_imports("numpy", "tqdm", extra="train", purpose="training"):
 
 from models.loss import ContrastiveOutput
 from models.video import VideoFuturePredictor
-from training.analysis import evaluate_run, format_summary, observed_frames
+from training.analysis import evaluate_run, format_summary, model_title, observed_frames
 from training.checkpoint import (
     CheckpointError,
     atomic_write_text,
@@ -909,21 +909,13 @@ def run_probe_task(
         "space_time": config.space_time,
         **run_probes(train, test, seed=config.seed),
     }
-    names = write_probes(table, out_dir, _model_title(config))
+    names = write_probes(table, out_dir, model_title(model))
     if tb is not None:
         for name in names:
             tb.image_png("eval/" + name.removesuffix(".png"), out_dir / name, step)
         tb.flush()
     _report(format_probe_table(table))
     return table
-
-
-def _model_title(config: TrainConfig) -> str:
-    if not config.hyperbolic:
-        return "Euclidean ConvGRU"
-    if not config.use_transformer:
-        return "hyperbolic ConvGRU"
-    return "hyperbolic space-time transformer" if config.space_time else "hyperbolic transformer"
 
 
 def _eval_only(
