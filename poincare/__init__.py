@@ -14,7 +14,7 @@ read by the modules of :mod:`poincare.nn` too). The modules (linear, layer norm,
 transformer, ...) live in :mod:`poincare.nn`.
 """
 
-from ._checks import curvature_range
+from ._checks import branch_free, curvature_range
 from ._precision import compute_dtype, current_upcast, upcast
 from .distributions import WrappedNormal
 from .functional import (
@@ -57,6 +57,7 @@ __version__ = "0.1.0"
 __all__ = [
     "PoincareBall",
     "WrappedNormal",
+    "branch_free",
     "check_point",
     "compute_dtype",
     "conformal_factor",

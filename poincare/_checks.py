@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+import functools
 import math
+import threading
+from collections.abc import Callable
+from typing import Any, TypeVar, cast
 
 import torch
 from torch import Tensor
@@ -12,9 +16,12 @@ from ._precision import compute_dtype
 
 Curvature = float | Tensor
 
+_F = TypeVar("_F", bound=Callable[..., Any])
+
 __all__ = [
     "Curvature",
     "as_curvature",
+    "branch_free",
     "check_broadcast",
     "check_curvature",
     "check_dim",
@@ -32,6 +39,47 @@ __all__ = [
 _WRAPPED = getattr(torch._C._functorch, "is_functorch_wrapped_tensor", None)
 
 
+class _BranchFree(threading.local):
+    """How many :func:`branch_free` scopes are active in this thread."""
+
+    def __init__(self) -> None:
+        self.depth = 0
+
+
+_BRANCH_FREE = _BranchFree()
+
+
+class branch_free:  # noqa: N801 - used like a function, as a context manager or decorator
+    """Run every op in its branch-free form within the scope, in eager CPU code too.
+
+    The branch-free form is the one that ``torch.compile``, ``torch.export``, ``torch.func``
+    transforms and accelerators take (:func:`host_branches` is false there): no op reads a
+    tensor value back to the host to skip work that most rows do not need. Eager CPU code
+    otherwise takes a few such shortcuts. Both forms meet the same numerical contract, and this
+    switch is how the test suite and the accuracy report check the branch-free one on the CPU;
+    it also reproduces, eagerly, the numerics of compiled code (up to the rounding of
+    Inductor's fused kernels). Checks of tensor values that only eager code makes (a tensor
+    curvature that is not positive, negative midpoint weights) are skipped inside the scope,
+    as they are in traced code. Scopes nest and are thread-local.
+
+    Usable as ``with poincare.branch_free(): ...`` or as a decorator.
+    """
+
+    def __enter__(self) -> None:
+        _BRANCH_FREE.depth += 1
+
+    def __exit__(self, *exc: object) -> None:
+        _BRANCH_FREE.depth -= 1
+
+    def __call__(self, fn: _F) -> _F:
+        @functools.wraps(fn)
+        def wrapped(*args: Any, **kwargs: Any) -> Any:
+            with branch_free():
+                return fn(*args, **kwargs)
+
+        return cast(_F, wrapped)
+
+
 def host_branches(*tensors: Tensor) -> bool:
     """Whether an op may branch in Python on the values of ``tensors`` (eager code only).
 
@@ -40,9 +88,10 @@ def host_branches(*tensors: Tensor) -> bool:
     to the host costs no device synchronisation, and it lets an op skip work that most inputs
     do not need (the rescaling of tiny norms, the exact containment test of a few rows, value
     checks with a clear error). Everywhere else (Dynamo resolves this test at trace time) the
-    ops take their branch-free form: the same results, with no graph break and no sync.
+    ops take their branch-free form: the same contract, with no graph break and no sync.
+    Inside :class:`branch_free` it is false for every tensor.
     """
-    if torch.compiler.is_compiling() or _WRAPPED is None:
+    if torch.compiler.is_compiling() or _WRAPPED is None or _BRANCH_FREE.depth:
         return False
     for t in tensors:
         if not t.is_cpu or not (type(t) is Tensor or isinstance(t, Parameter)) or _WRAPPED(t):

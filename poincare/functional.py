@@ -743,12 +743,13 @@ def expmap(x: Tensor, v: Tensor, *, c: Curvature = 1.0) -> Tensor:
     """
     check_last_dims(x=x, v=v)
     out, comp, cc, (xx, vv) = prepare(c, x=x, v=v)
-    if out == torch.float32 and comp == torch.float32 and host_branches(xx, vv, cc):
-        fast = _expmap_narrow(xx, vv, cc)
-        if fast is not None:
-            return _finish_point(fast, out, c)
     if comp == torch.float32:
-        cc, xx, vv = cc.double(), xx.double(), vv.double()
+        c64 = _wide_c(c, cc)
+        if out == torch.float32 and host_branches(xx, vv, cc):
+            fast = _expmap_narrow(xx, vv, cc, c64)
+            if fast is not None:
+                return _finish_point(fast, out, c)
+        cc, xx, vv = c64, xx.double(), vv.double()
     res, t = _expmap_formula(xx, vv, cc, gap_precise(xx, cc, out == torch.float64))
     if out == torch.float64:
         # Values in double-double; gradients from the formula above (they differ by rounding).
@@ -756,7 +757,21 @@ def expmap(x: Tensor, v: Tensor, *, c: Curvature = 1.0) -> Tensor:
     return _finish_point(res, out, c)
 
 
-def _expmap_narrow(x: Tensor, v: Tensor, c: Tensor) -> Tensor | None:
+def _wide_c(c: object, cc: Tensor) -> Tensor:
+    """The caller's (already validated) curvature in float64, for float64 work on float32 data.
+
+    Not ``cc.double()``: ``cc`` is the curvature rounded to float32, and a curvature such as 0.1
+    is not a float32 number. Its rounding (a relative error up to ``2^-24``) moves
+    :math:`B_x = 1 - c|x|^2` by up to ``2^-24 / B_x`` relatively, an error that a long step of
+    :func:`expmap` amplifies like :math:`e^{r}`: at ``c = 0.1`` it put results hundreds of hULP
+    (up to 12 units of distance) away from the exact map. A tensor curvature keeps its graph.
+    """
+    if isinstance(c, Tensor):
+        return c.to(dtype=torch.float64, device=cc.device)
+    return torch.tensor(float(c), dtype=torch.float64, device=cc.device)  # type: ignore[arg-type]
+
+
+def _expmap_narrow(x: Tensor, v: Tensor, c: Tensor, c64: Tensor) -> Tensor | None:
     """``expmap`` of ``float32`` data in ``float32`` (eager CPU code), where that suffices.
 
     Two kinds of rows do not need the 29 extra bits of a float64 evaluation: short steps
@@ -765,7 +780,16 @@ def _expmap_narrow(x: Tensor, v: Tensor, c: Tensor) -> Tensor | None:
     than ``4/s_c`` (the triangle inequality of :func:`_expmap_precise`): those land on the
     outermost shell whatever the precision. When every row is of these kinds the float32
     formula (with the gap of :func:`poincare._numerics.gap_wide`) is the result; otherwise the
-    remaining rows are evaluated in float64 and put in their place. None when no row is.
+    remaining rows are evaluated in float64, with the exact curvature ``c64`` (see
+    :func:`_wide_c`), and put in their place. None when no row is.
+
+    Both tests are in units of the curvature radius (``t`` and ``artanh(s_c|x|)`` are
+    dimensionless), so the decision holds at every curvature: the rounding of ``c`` to float32
+    moves ``B_x`` relatively by at most ``2^-24 / B_x``; a step of ``t <= 1/2`` carries that into
+    the result as a distance of at most ``1.3 * 2^-24 / (s_c B_x)`` (the step's length moves by
+    ``t sech^2(t)`` times it, and the gyrotranslation by ``x`` is an isometry), which is a third
+    of one hULP of ``x`` (``2 eps |x| / B_x`` with ``s_c|x|`` close to 1 wherever ``B_x`` is
+    small).
     """
     bx = gap_wide(x, c)
     res, t = _expmap_formula(x, v, c, bx)
@@ -782,7 +806,7 @@ def _expmap_narrow(x: Tensor, v: Tensor, c: Tensor) -> Tensor | None:
     rows = (~narrow).expand(batch).reshape(-1).nonzero().squeeze(-1)
     xw = x.expand(shape).reshape(-1, dim)[rows].double()
     vw = v.expand(shape).reshape(-1, dim)[rows].double()
-    cw = c.expand(batch).reshape(-1, 1)[rows].double()
+    cw = c64.expand(batch).reshape(-1, 1)[rows]
     wide, _ = _expmap_formula(xw, vw, cw, gap_precise(xw, cw, False))
     return res.reshape(-1, dim).index_put((rows,), wide.to(x.dtype)).reshape(shape)
 

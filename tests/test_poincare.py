@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import math
 from collections.abc import Callable
 
@@ -10,6 +11,8 @@ import torch
 from torch import Tensor
 
 import poincare as P
+from verification import metrics
+from verification import reference as ref
 
 DTYPES = [torch.float32, torch.float64]
 
@@ -473,3 +476,34 @@ def test_lorentz_point_of_the_outermost_float32_shell_maps_back_inside() -> None
     back = P.lorentz_to_poincare(h, c=c)
     P.check_point(back, c=c)
     assert float(P.dist(back, x, c=c)) < 1.0  # one float step there is worth ~0.7
+
+
+# ---------------------------------------------------------------------------------------------
+# regressions
+# ---------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("free", [False, True], ids=["eager", "branch-free"])
+def test_float32_expmap_uses_the_exact_curvature(free: bool) -> None:
+    """A long step from a far-out point at c = 0.1 (not a float32 number): computed in float64
+    with the float32 rounding of c, the result lay 11.8 units of distance from the exact one."""
+    y = torch.tensor(
+        [-0.49882733821868896, 2.9031147956848145, -1.096462368965149, 0.3465273380279541]
+    )
+    v = torch.tensor(
+        [
+            0.0004179767274763435,
+            -0.0024323456455022097,
+            0.0009187171817757189,
+            -0.0002902679261751473,
+        ]
+    )
+    with P.branch_free() if free else contextlib.nullcontext():
+        out = P.expmap(y, v, c=0.1)
+    y_mp, v_mp = ref.to_mp(y.double()), ref.to_mp(v.double())
+    budget = metrics.hulp(y_mp, 0.1, torch.float32) + metrics.hulp_tangent(
+        y_mp, v_mp, 0.1, torch.float32
+    )
+    exact = ref.expmap(y_mp, v_mp, 0.1)
+    err = metrics.point_error(ref.to_mp(out.double()), exact, 0.1, torch.float32, [budget])
+    assert err <= 16, f"{err:.1f} hULP"
