@@ -14,7 +14,8 @@
 first). On a machine with CUDA, the core and attention tables are repeated on the GPU.
 ``--write-readme`` replaces the README's block between ``<!-- benchmarks:begin -->`` and
 ``<!-- benchmarks:end -->`` with this run's tables. ``--quick`` shrinks every size (a check that
-the suite runs, not a measurement).
+the suite runs, not a measurement). The optional dependencies of every table (geoopt and
+numpy: the ``dev`` extra; numpy and tqdm: the ``train`` extra) are checked before anything runs.
 """
 
 from __future__ import annotations
@@ -28,10 +29,13 @@ from pathlib import Path
 import torch
 
 from benchmarks import attention, core, model, pairwise
-from benchmarks._common import versions
+from benchmarks._common import Requirement, exit_if_missing, versions
 from poincare._optional import MissingDependencyError
 
 BEGIN, END = "<!-- benchmarks:begin -->", "<!-- benchmarks:end -->"
+PROG = "python -m benchmarks"
+NEEDS: tuple[Requirement, ...] = (*core.NEEDS, *pairwise.NEEDS, *attention.NEEDS, *model.NEEDS)
+"""The optional modules of every table of the suite."""
 
 
 def _commit() -> str:
@@ -107,7 +111,7 @@ def write_readme(path: Path, text: str) -> None:
     """Replace the block between the markers of ``path`` with ``text``."""
     readme = path.read_text()
     if BEGIN not in readme or END not in readme:
-        raise SystemExit(f"python -m benchmarks: error: {path} has no {BEGIN} ... {END} block")
+        raise SystemExit(f"{PROG}: error: {path} has no {BEGIN} ... {END} block")
     head, rest = readme.split(BEGIN, 1)
     _, tail = rest.split(END, 1)
     path.write_text(f"{head}{BEGIN}\n{text}\n{END}{tail}")
@@ -115,22 +119,21 @@ def write_readme(path: Path, text: str) -> None:
 
 def main(argv: list[str] | None = None) -> None:
     """Parse the options, run the suite, optionally write the README's tables."""
-    parser = argparse.ArgumentParser(
-        prog="python -m benchmarks", description=__doc__.split("\n\n")[0]
-    )
+    parser = argparse.ArgumentParser(prog=PROG, description=__doc__.split("\n\n")[0])
     parser.add_argument("--quick", action="store_true", help="tiny sizes: check that it runs")
     parser.add_argument("--compile", action="store_true", help="add the torch.compile columns")
     parser.add_argument(
         "--write-readme", action="store_true", help="write the tables into README.md"
     )
     args = parser.parse_args(argv)
+    exit_if_missing(PROG, NEEDS)
     start = time.perf_counter()
     header = f"{versions()}; commit {_commit()}"
     print(header, flush=True)
     try:
         body = run_suite(quick=args.quick, compiled=args.compile)
     except MissingDependencyError as err:
-        raise SystemExit(f"python -m benchmarks: error: {err}") from err
+        raise SystemExit(f"{PROG}: error: {err}") from err
     minutes = (time.perf_counter() - start) / 60
     footer = f"`python -m benchmarks` took {minutes:.1f} min."
     print(footer)

@@ -1,4 +1,5 @@
-"""What every benchmark shares: the machine header and interleaved timing."""
+"""What every benchmark shares: its optional dependencies, the machine header and interleaved
+timing."""
 
 from __future__ import annotations
 
@@ -7,9 +8,49 @@ import platform
 import statistics
 import time
 from collections.abc import Callable, Mapping, Sequence
+from contextlib import AbstractContextManager
+from dataclasses import dataclass
 from importlib import metadata
 
 import torch
+
+from poincare._optional import MissingDependencyError, optional_imports, require
+
+
+@dataclass(frozen=True)
+class Requirement:
+    """Optional modules that a benchmark imports, the extra that brings them, and what needs
+    them (the start of the message when one is missing)."""
+
+    modules: tuple[str, ...]
+    extra: str
+    purpose: str
+
+    def check(self) -> None:
+        """Import every module, in order; raise :class:`MissingDependencyError` naming the
+        extra for the first one that is not installed."""
+        for module in self.modules:
+            require(module, extra=self.extra, purpose=self.purpose)
+
+    def imports(self) -> AbstractContextManager[None]:
+        """A block whose import statements of these modules fail with
+        :class:`MissingDependencyError` naming the extra."""
+        return optional_imports(*self.modules, extra=self.extra, purpose=self.purpose)
+
+
+GEOOPT_PEER = Requirement(("numpy", "geoopt"), "dev", "the benchmark against geoopt")
+"""geoopt, the peer of the core ops and of ``pairwise_dist`` (it imports numpy itself)."""
+
+
+def exit_if_missing(prog: str, requirements: Sequence[Requirement]) -> None:
+    """Check ``requirements`` before any work starts: when a module is missing, exit with one
+    line on stderr, ``<prog>: error: <what> needs <module>, which is not installed: pip install
+    '...[<extra>]'``, and status 1."""
+    try:
+        for requirement in requirements:
+            requirement.check()
+    except MissingDependencyError as err:
+        raise SystemExit(f"{prog}: error: {err}") from None
 
 
 def versions() -> str:

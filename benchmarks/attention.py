@@ -34,10 +34,13 @@ import torch
 from torch import Tensor, nn
 
 import poincare
-from benchmarks._common import interleaved, median_ratio, versions
+from benchmarks._common import Requirement, interleaved, median_ratio, versions
 from poincare.nn import HyperbolicMultiHeadAttention
 
 Step = Callable[[Tensor], Tensor]
+PROG = "python -m benchmarks.attention"
+NEEDS: tuple[Requirement, ...] = ()
+"""The optional modules this benchmark imports: none (torch and :mod:`poincare` only)."""
 
 
 class EuclideanSDPAttention(nn.Module):
@@ -288,7 +291,7 @@ def format_memory_rows(rows: list[dict[str, object]]) -> str:
 
 def main(argv: list[str] | None = None) -> None:
     """Parse the options and print the time table (and, with ``--memory-n``, memory)."""
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(prog=PROG, description=__doc__.splitlines()[0])
     parser.add_argument("--batch", type=int, default=4)
     parser.add_argument("--embed", type=int, default=128)
     parser.add_argument("--heads", type=int, default=8)

@@ -18,10 +18,12 @@ import torch
 from torch import Tensor
 
 import poincare as P
-from benchmarks._common import interleaved, median_ratio, versions
-from poincare._optional import MissingDependencyError, optional_imports
+from benchmarks._common import GEOOPT_PEER, exit_if_missing, interleaved, median_ratio, versions
 
 Op = Callable[[Tensor, Tensor, Tensor], Tensor]
+PROG = "python -m benchmarks.core"
+NEEDS = (GEOOPT_PEER,)
+"""The optional modules this benchmark imports."""
 
 
 def _cases(geoopt_ball: object) -> dict[str, tuple[Op, Op]]:
@@ -77,7 +79,7 @@ def run(
     and the ratios ``compiled_vs_geoopt`` (ours compiled / geoopt eager) and
     ``compiled_vs_geoopt_compiled``.
     """
-    with optional_imports("geoopt", extra="dev", purpose="this benchmark"):
+    with GEOOPT_PEER.imports():
         import geoopt
     gen = torch.Generator().manual_seed(0)
     x = P.expmap0(torch.randn(n, dim, generator=gen, dtype=dtype) * 0.5).to(device)
@@ -127,7 +129,7 @@ def format_rows(rows: list[dict[str, object]]) -> str:
 
 def main(argv: list[str] | None = None) -> None:
     """Parse the options, run the interleaved timings, print the table of median ratios."""
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser = argparse.ArgumentParser(prog=PROG, description=__doc__.split("\n\n")[0])
     parser.add_argument("--n", type=int, default=262144, help="number of points (default 262144)")
     parser.add_argument("--dim", type=int, default=64, help="dimension (default 64)")
     parser.add_argument("--dtype", choices=["float32", "float64"], default="float32")
@@ -137,17 +139,15 @@ def main(argv: list[str] | None = None) -> None:
     )
     parser.add_argument("--device", default="cpu", help="device (default cpu)")
     args = parser.parse_args(argv)
-    try:
-        rows = run(
-            args.n,
-            args.dim,
-            getattr(torch, args.dtype),
-            args.repeats,
-            compiled=args.compile,
-            device=args.device,
-        )
-    except MissingDependencyError as err:  # pragma: no cover - geoopt is in the dev extra
-        raise SystemExit(f"python -m benchmarks.core: error: {err}") from err
+    exit_if_missing(PROG, NEEDS)
+    rows = run(
+        args.n,
+        args.dim,
+        getattr(torch, args.dtype),
+        args.repeats,
+        compiled=args.compile,
+        device=args.device,
+    )
     print(versions())
     print(f"forward+backward, n={args.n}, dim={args.dim}, {args.dtype}, {args.device}")
     print(format_rows(rows))

@@ -24,6 +24,9 @@ asks for at least 1), each ``-fp64`` step time over its float32 twin's (at most 
 compiled step's speed-up over the eager one. Absolute times on a shared CPU mean little; the
 ratios of interleaved runs are what is reported.
 
+The trainer needs the ``train`` extra (numpy, tqdm): :func:`main` checks it before any work
+starts, and the trainer is imported only where a model is built.
+
 Run: ``python -m benchmarks.model [--rounds 10] [--steps 3] [--warmup 2] [--compile]``.
 """
 
@@ -37,23 +40,24 @@ from dataclasses import dataclass, field
 
 import torch
 
-from benchmarks._common import interleaved, median_ratio, versions
-from models.video import VideoFuturePredictor
+from benchmarks._common import (
+    Requirement,
+    exit_if_missing,
+    interleaved,
+    median_ratio,
+    versions,
+)
 from training.config import TrainConfig
 from training.data import SpriteVideos
-from training.trainer import (
-    LossFunction,
-    build_model,
-    build_optimizer,
-    compile_problem,
-    data_config,
-    loss_function,
-    train_step,
-)
 
-__all__ = ["VARIANTS", "Row", "format_rows", "main", "run"]
+__all__ = ["NEEDS", "VARIANTS", "Row", "format_rows", "main", "run"]
 
 Row = dict[str, object]
+PROG = "python -m benchmarks.model"
+NEEDS: tuple[Requirement, ...] = (
+    Requirement(("numpy", "tqdm"), "train", "the video model's benchmark"),
+)
+"""The optional modules this benchmark imports (through :mod:`training.trainer`)."""
 
 # name -> the settings it changes from TrainConfig's defaults
 VARIANTS: dict[str, dict[str, object]] = {
@@ -70,23 +74,19 @@ _FP64_RATIO = ("step time vs float32", "<= 1.2")
 
 @dataclass
 class _Bench:
-    """One model, its optimiser and a fixed batch, stepped by the trainer's ``train_step``."""
+    """One model, its optimiser and a fixed batch: ``train_step()`` runs the trainer's
+    ``train_step`` on them and returns whether the step was taken."""
 
     name: str
     mode: str
-    config: TrainConfig
-    model: VideoFuturePredictor
-    optimizer: torch.optim.Optimizer
-    loss_fn: LossFunction
-    video: torch.Tensor
+    train_step: Callable[[], bool]
     times: list[float] = field(default_factory=list)
     skipped: int = 0
     compile_s: float | None = None
     error: str | None = None
 
     def step(self) -> None:
-        res = train_step(self.model, self.loss_fn, self.optimizer, self.video, self.config)
-        self.skipped += not res.taken
+        self.skipped += not self.train_step()
 
     def steps(self, n: int) -> Callable[[], None]:
         def go() -> None:
@@ -97,6 +97,14 @@ class _Bench:
 
 
 def _make(name: str, mode: str, base: TrainConfig) -> _Bench:
+    from training.trainer import (
+        build_model,
+        build_optimizer,
+        data_config,
+        loss_function,
+        train_step,
+    )
+
     config = TrainConfig.from_dict(
         {**base.to_dict(), **VARIANTS[name], "compile": mode == "compiled"}
     )
@@ -111,15 +119,14 @@ def _make(name: str, mode: str, base: TrainConfig) -> _Bench:
         batch_size=config.batch_size,
         num_batches=1,
     )
-    return _Bench(
-        name=name,
-        mode=mode,
-        config=config,
-        model=model,
-        optimizer=build_optimizer(model, config),
-        loss_fn=loss_function(model, config),
-        video=data[0].video,
-    )
+    optimizer = build_optimizer(model, config)
+    loss_fn = loss_function(model, config)
+    video = data[0].video
+
+    def step() -> bool:
+        return train_step(model, loss_fn, optimizer, video, config).taken
+
+    return _Bench(name=name, mode=mode, train_step=step)
 
 
 def _first_line(e: BaseException) -> str:
@@ -162,6 +169,8 @@ def run(
         not like the others) and ``error`` (why a compiled variant has no figures; then the
         figures are ``None``).
     """
+    from training.trainer import compile_problem
+
     unknown = sorted(set(variants) - set(VARIANTS))
     if unknown:
         raise ValueError(f"unknown variants {unknown}; choose from {sorted(VARIANTS)}")
@@ -278,9 +287,7 @@ def header(*, rounds: int, steps: int, compile: bool) -> str:
 
 def main(argv: list[str] | None = None) -> None:
     """Parse the options, run the interleaved timings, print the table."""
-    parser = argparse.ArgumentParser(
-        prog="python -m benchmarks.model", description=(__doc__ or "").split("\n\n")[0]
-    )
+    parser = argparse.ArgumentParser(prog=PROG, description=(__doc__ or "").split("\n\n")[0])
     parser.add_argument("--rounds", type=int, default=10, help="timed rounds (default 10)")
     parser.add_argument("--steps", type=int, default=3, help="steps per round (default 3)")
     parser.add_argument("--warmup", type=int, default=2, help="untimed rounds first (default 2)")
@@ -298,6 +305,7 @@ def main(argv: list[str] | None = None) -> None:
     )
     parser.add_argument("--variants", nargs="+", choices=tuple(VARIANTS), default=tuple(VARIANTS))
     args = parser.parse_args(argv)
+    exit_if_missing(PROG, NEEDS)
     threads = TrainConfig().threads if args.threads is None else args.threads
     if threads > 0:
         torch.set_num_threads(threads)

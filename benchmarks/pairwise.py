@@ -16,8 +16,11 @@ import torch
 from torch import Tensor
 
 import poincare as P
-from benchmarks._common import interleaved, median_ratio, versions
-from poincare._optional import MissingDependencyError, optional_imports
+from benchmarks._common import GEOOPT_PEER, exit_if_missing, interleaved, median_ratio, versions
+
+PROG = "python -m benchmarks.pairwise"
+NEEDS = (GEOOPT_PEER,)
+"""The optional modules this benchmark imports."""
 
 
 def _step(fn: Callable[[Tensor, Tensor], Tensor], x: Tensor, y: Tensor) -> Callable[[], None]:
@@ -35,7 +38,7 @@ def run(
     repeats: int = 5,
 ) -> list[dict[str, object]]:
     """One row per size ``N = M``: median ms of ours and geoopt's, and the median ratio."""
-    with optional_imports("geoopt", extra="dev", purpose="this benchmark"):
+    with GEOOPT_PEER.imports():
         import geoopt
     ball = geoopt.PoincareBall(c=1.0)
     rows: list[dict[str, object]] = []
@@ -69,16 +72,14 @@ def format_rows(rows: list[dict[str, object]]) -> str:
 
 def main(argv: list[str] | None = None) -> None:
     """Parse the options and print the table."""
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser = argparse.ArgumentParser(prog=PROG, description=__doc__.split("\n\n")[0])
     parser.add_argument("--sizes", type=int, nargs="+", default=[256, 512, 1024])
     parser.add_argument("--dim", type=int, default=64)
     parser.add_argument("--dtype", choices=["float32", "float64"], default="float32")
     parser.add_argument("--repeats", type=int, default=5)
     args = parser.parse_args(argv)
-    try:
-        rows = run(tuple(args.sizes), args.dim, getattr(torch, args.dtype), args.repeats)
-    except MissingDependencyError as err:  # pragma: no cover - geoopt is in the dev extra
-        raise SystemExit(f"python -m benchmarks.pairwise: error: {err}") from err
+    exit_if_missing(PROG, NEEDS)
+    rows = run(tuple(args.sizes), args.dim, getattr(torch, args.dtype), args.repeats)
     print(versions())
     print(f"forward+backward, dim={args.dim}, {args.dtype}")
     print(format_rows(rows))
