@@ -9,6 +9,10 @@ midpoint, the parametrisation of ``c``) shows up as an O(1) disagreement far bey
 
 geoopt stores ``c`` through a softplus in the dtype of its parameter; it is built here with ``c``
 as a tensor of the inputs' dtype, so that it computes at (the rounding of) the same curvature.
+
+The last properties check ``PoincareBall``'s side of geoopt's manifold contract, the methods its
+optimisers call at every step (``component_inner``, the retractions and transports), over the
+whole ball up to the representable radius.
 """
 
 from __future__ import annotations
@@ -253,3 +257,77 @@ def test_property_geoopt_midpoint(dtype: torch.dtype, data: st.DataObject) -> No
         for p, q in zip(rows(x, 1), rows(w, 1), strict=True)
     ]
     _check_points("einstein_midpoint", ours, theirs, exact, c, dtype, [x])
+
+
+def _tangents(data: st.DataObject, dtype: torch.dtype, d: int, label: str) -> torch.Tensor:
+    """Tangent vectors of norms 10^k: k in [-10, 4] in float32, [-30, 30] in float64."""
+    lo, hi = (-10.0, 4.0) if dtype == torch.float32 else (-30.0, 30.0)
+    k = data.draw(st.lists(st.floats(lo, hi), min_size=B, max_size=B), label=f"log10|{label}|")
+    u = data.draw(directions(d, (B,)), label=label) * 10.0 ** torch.tensor(k).unsqueeze(-1)
+    return u.to(dtype)
+
+
+def _point_and_tangents(
+    data: st.DataObject, dtype: torch.dtype
+) -> tuple[float, poincare.PoincareBall, torch.Tensor, torch.Tensor, torch.Tensor]:
+    """A curvature and its ball, ``B`` points up to the representable radius, two tangents."""
+    c = data.draw(curvatures(), label="c")
+    d = data.draw(dims(max_dim=5), label="dim")
+    x = data.draw(points(dtype, d, (B,), c=c), label="x")
+    u, v = (_tangents(data, dtype, d, n) for n in ("u", "v"))
+    note_tensors(x=x, u=u, v=v)
+    return c, poincare.PoincareBall(c), x, u, v
+
+
+@pytest.mark.parametrize("dtype", DTYPE_PARAMS)
+@examples(0.5)
+@given(data=st.data())
+def test_property_component_inner_is_the_inner_product_per_point(
+    dtype: torch.dtype, data: st.DataObject
+) -> None:
+    """geoopt's contract: ``component_inner(x, u, v)`` is ``inner(x, u, v, keepdim=True)``, one
+    value per point, ``(B, 1)``, within a few eps of the exact λ²<u, v>; RiemannianAdam
+    broadcasts it over the coordinates of its second moment, so that ``u / sqrt(...)`` has
+    Riemannian norm 1 wherever ``x`` is (the ball's radius included)."""
+    c, ball, x, u, v = _point_and_tangents(data, dtype)
+    d = x.shape[-1]
+    got = ball.component_inner(x, u, v)
+    assert got.shape == (B, 1) and got.dtype == dtype
+    assert torch.equal(got, ball.inner(x, u, v, keepdim=True))
+    assert torch.equal(got.squeeze(-1), ball.inner(x, u, v))
+    assert torch.equal(ball.component_inner(x, u), ball.inner(x, u, u, keepdim=True))
+    eps = float(torch.finfo(dtype).eps)
+    for i, (xr, ur, vr) in enumerate(zip(rows(x, 1), rows(u, 1), rows(v, 1), strict=True)):
+        lam2 = ref.conformal_factor(xr, c) ** 2  # type: ignore[arg-type]
+        exact = lam2 * ref.dot(ur, vr)  # type: ignore[arg-type]
+        scale = lam2 * sum(abs(a * b) for a, b in zip(ur, vr, strict=True))  # type: ignore[call-overload]
+        err = abs(float(got[i, 0]) - float(exact))
+        assert err <= 4 * (d + 2) * eps * float(scale), f"component_inner[{i}] off by {err:.3e}"
+    second_moment = torch.zeros_like(x).add_(ball.component_inner(x, u))
+    assert torch.equal(second_moment, ball.inner(x, u, keepdim=True).expand_as(x))
+    unit = ball.norm(x, u / second_moment.sqrt())
+    assert torch.allclose(unit.double(), torch.ones(B, dtype=torch.float64), rtol=8 * d * eps)
+
+
+@pytest.mark.parametrize("dtype", DTYPE_PARAMS)
+@examples(0.5)
+@given(data=st.data())
+def test_property_retractions_are_the_exponential_map_and_transport(
+    dtype: torch.dtype, data: st.DataObject
+) -> None:
+    """``retr``, ``retr_transp``, ``expmap_transp`` and ``transp_follow_*`` are ``expmap`` and
+    ``transp`` (bit for bit), ``proju`` is the identity broadcast to the point's shape, and
+    ``egrad2rgrad`` is :func:`poincare.egrad2rgrad`."""
+    c, ball, x, u, v = _point_and_tangents(data, dtype)
+    y = poincare.expmap(x, u, c=c)
+    w = poincare.transp(x, y, v, c=c)
+    assert torch.equal(ball.retr(x, u), y)
+    for name in ("retr_transp", "expmap_transp"):
+        got_y, got_w = getattr(ball, name)(x, u, v)
+        assert torch.equal(got_y, y) and torch.equal(got_w, w), name
+    for name in ("transp_follow_retr", "transp_follow_expmap"):
+        assert torch.equal(getattr(ball, name)(x, u, v), w), name
+    assert torch.equal(ball.proju(x, v[:1]), v[:1].expand_as(x))
+    assert torch.equal(ball.egrad2rgrad(x, v), poincare.egrad2rgrad(x, v, c=c))
+    assert torch.equal(ball.projx(x), x)
+    assert ball.check_point_on_manifold(y, atol=0.0, rtol=0.0)
