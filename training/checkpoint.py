@@ -30,7 +30,8 @@ import torch
 from torch import nn
 
 from poincare._optional import optional_imports
-from training.config import ARCHITECTURE_KEYS, DATA_KEYS, TrainConfig
+from training.checkpoint_integrity import archive_problem, value_problems
+from training.config import ARCHITECTURE_KEYS, DATA_KEYS, INVOCATION_KEYS, TrainConfig
 
 __all__ = [
     "CHECKPOINT_FORMAT",
@@ -353,19 +354,33 @@ def load_checkpoint(path: str | os.PathLike[str]) -> dict[str, Any]:
     (batches of it already done), ``step`` (batches done in all), ``history`` (one metrics dict
     per finished epoch) and the loop's counters.
 
-    Only the container is checked here (and that ``config`` is a dict of settings); check its
-    contents against the model and optimiser with :func:`validate_checkpoint`.
+    The file is verified before it is unpickled, and its values after
+    (:mod:`training.checkpoint_integrity`): every archive member must match the CRC-32 stored
+    when it was written, and the model's and the optimiser's tensors must hold values a
+    training run writes (finite; second moments and step counts not negative). The container
+    is checked too (and that ``config`` is a dict of settings); check its contents against the
+    model and optimiser with :func:`validate_checkpoint`.
 
     Raises:
-        CheckpointError: the file does not exist, cannot be unpickled (truncated, corrupt, not
-            a checkpoint), lacks a required entry or holds a ``config`` that is not a dict; the
-            message names the file and the cause.
+        CheckpointError: the file does not exist or cannot be read, is damaged (a member fails
+            its CRC check, non-finite weights or optimiser state, a negative second moment),
+            cannot be unpickled (truncated, not a checkpoint), lacks a required entry or holds a
+            ``config`` that is not a dict; the one-line message names the file and the cause.
     """
     p = Path(path)
     if p.is_dir():
         p = p / "checkpoint_last.pt"
     if not p.is_file():
         raise CheckpointError(f"checkpoint {str(p)!r} does not exist")
+    try:
+        damage = archive_problem(p)
+    except OSError as e:
+        raise CheckpointError(f"checkpoint {str(p)!r} cannot be read: {_os_error_text(e)}") from e
+    if damage is not None:
+        what = "corrupt or not a checkpoint" if damage.startswith("it is not") else "corrupt"
+        raise CheckpointError(
+            f"checkpoint {str(p)!r} is {what}: {damage}; it is not the file the trainer wrote"
+        )
     try:
         obj = torch.load(p, map_location="cpu", weights_only=True)
     except Exception as e:  # any failure to unpickle means an unusable file
@@ -387,6 +402,12 @@ def load_checkpoint(path: str | os.PathLike[str]) -> dict[str, Any]:
         raise CheckpointError(
             f"checkpoint {str(p)!r} is corrupt: its 'config' is {_describe(config)}, "
             "not a dict of settings"
+        )
+    problems = value_problems(obj)
+    if problems:
+        more = f" (and {len(problems) - 3} more)" if len(problems) > 3 else ""
+        raise CheckpointError(
+            f"checkpoint {str(p)!r} is corrupt: " + "; ".join(problems[:3]) + more
         )
     obj["path"] = str(p)
     return obj
@@ -413,16 +434,13 @@ def check_compatible(saved: dict[str, Any], current: dict[str, Any], path: str) 
             f"checkpoint {path!r} was made with other settings: " + "; ".join(bad)
         )
     skip = {
-        "resume",
-        "out",
+        *INVOCATION_KEYS,
         "progress",
         "num_workers",
         "device",
         "threads",
         "compile",
-        "eval_only",
         "eval_batches",
-        "probe",
         "probe_batches",
     }
     return [

@@ -9,7 +9,7 @@ from typing import Any, NoReturn
 
 from poincare.nn.functional import SCORES, canonical_score
 from training.checkpoint import CheckpointError, CheckpointWriteError, load_checkpoint
-from training.config import DATASETS, TrainConfig
+from training.config import DATASETS, INVOCATION_KEYS, TrainConfig
 
 __all__ = ["build_parser", "config_from_args", "explicit_settings", "main"]
 
@@ -341,21 +341,24 @@ def config_from_args(
 
     With ``--resume`` and ``argv`` (the command line), the settings that ``argv`` does not
     give are the checkpoint's, so that ``--resume`` alone continues the run exactly as it was
-    configured; the ones it gives override them (and are checked by the trainer).
+    configured; the ones it gives override them (and are checked by the trainer). The
+    settings of one command (:data:`~training.config.INVOCATION_KEYS`: ``--out``,
+    ``--resume``, ``--eval_only``, ``--probe``) always come from ``argv``: without ``--out``
+    the run folder is the one that holds the checkpoint now. A checkpoint that cannot be read
+    or is damaged ends the program with one line and exit status 2.
     """
     values = vars(args)
     if argv is not None and args.resume is not None:
         try:
             saved = load_checkpoint(args.resume)["config"]
-        except CheckpointError as e:
-            parser.error(str(e))
-        given = explicit_settings(parser, argv)
+        except CheckpointError as e:  # a file problem, not a flag problem: no "see --help"
+            parser.exit(2, f"{parser.prog}: error: {e}\n")
+        own = explicit_settings(parser, argv) | set(INVOCATION_KEYS)
         names = set(TrainConfig().to_dict())
         values = {
-            k: (v if k in given or k not in saved or k not in names else saved[k])
+            k: (v if k in own or k not in saved or k not in names else saved[k])
             for k, v in values.items()
         }
-        values["resume"] = args.resume
     config = TrainConfig.from_dict(values)
     problems = config.problems()
     if problems:
@@ -364,14 +367,33 @@ def config_from_args(
     return config
 
 
+def _require_extras(config: TrainConfig) -> None:
+    """Raise :class:`~poincare._optional.MissingDependencyError` (naming the extra) for the
+    first optional module that this run needs and cannot import: the data set's (Pillow for
+    ``--dataset frames``; PyAV and Pillow for ``--dataset video``: the ``video`` extra), then
+    tensorboard when ``--tensorboard`` asks for it. The data set's come first: matplotlib (of
+    the ``train`` extra, checked next) needs Pillow too."""
+    from poincare._optional import require
+
+    if config.dataset in ("frames", "video"):
+        modules = ("av", "PIL") if config.dataset == "video" else ("PIL",)
+        for module in modules:
+            require(module, extra="video", purpose=f"--dataset {config.dataset}")
+    if config.tensorboard:
+        require("tensorboard", extra="tensorboard", purpose="--tensorboard")
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Parse ``argv``, train, and return the exit status.
 
     0: finished; 130 / 143: stopped by SIGINT / SIGTERM after saving a checkpoint (0 when a
     hook stopped it); 1: the run diverged (non-finite steps, non-finite weights, or no step
     that succeeded) or a checkpoint could not be written (a full disk: the previous one stays
-    intact); 2: bad flags, an unusable ``--resume`` or ``--out``, missing or unreadable data,
-    a missing optional dependency (one line naming the extra that brings it, before training)
+    intact), or a data-loading worker died or stalled (after saving the state reached);
+    2: bad flags, an unusable or damaged ``--resume`` checkpoint, an unusable ``--out``,
+    missing or unreadable data (a file that cannot be read in the middle of a run: after
+    saving the state reached), a missing optional dependency (one line naming the extra that
+    brings it, before training)
     or a ``--compile`` that cannot work (one line: before training when it can be told up
     front, else at the step where ``torch.compile`` failed, with the full report in the run
     folder's ``compile_error.log``). Every error is one line on stderr.
@@ -383,7 +405,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     config = config_from_args(parser, args, argv)
     try:
+        _require_extras(config)
         from training.distributed import DistributedSetupError
+        from training.loader import DataLoadingError
         from training.run_folder import RunFolderError
         from training.trainer import CompileError, TrainingDivergedError, collapse_warning, run
         from training.video_data import VideoDataError
@@ -407,6 +431,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         return fail(e, 1)
     except (CompileError, MissingDependencyError) as e:
         return fail(e, 2)
+    except DataLoadingError as e:
+        return fail(e, e.status)
     if result.interrupted:
         return 128 + result.stop_signal if result.stop_signal else 0
     if result.evaluated_only:
@@ -416,7 +442,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"written to {result.out_dir}: " + ", ".join(written))
         return 0
     final = result.final
-    if final:
+    if final and result.is_main:  # under torchrun, rank 0 alone reports
         epochs = len(result.history)
         print(
             f"finished {epochs} epoch{'s' if epochs != 1 else ''} in {result.out_dir}: "

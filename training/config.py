@@ -16,6 +16,7 @@ __all__ = [
     "ARCHITECTURE_KEYS",
     "DATASETS",
     "DATA_KEYS",
+    "INVOCATION_KEYS",
     "MAX_CURVATURE",
     "MAX_LR",
     "MAX_SEED",
@@ -76,6 +77,11 @@ DATA_KEYS: tuple[str, ...] = (
 # Keys of the optimisation schedule. A resumed run may change them: the new values apply from
 # the step it resumes at (see :func:`training.trainer.run`).
 SCHEDULE_KEYS: tuple[str, ...] = ("epochs", "lr", "warmup_steps", "wd", "grad_clip")
+# Keys of one command, not of the run: a resumed run takes them from its own command line, never
+# from the checkpoint. In particular the run folder is the one that holds the checkpoint now
+# (or --out), not the one recorded when the run was made there: a copied or moved folder
+# continues in place.
+INVOCATION_KEYS: tuple[str, ...] = ("out", "resume", "eval_only", "probe")
 
 
 @dataclass
@@ -95,9 +101,10 @@ class TrainConfig:
     ``epochs``, ``seed``, ``max_nonfinite`` (consecutive non-finite steps before stopping).
     Run: ``num_workers``, ``threads`` (torch's intra-op threads; 0 keeps torch's default),
     ``device`` (``cpu``, ``cuda`` or ``auto``), ``out`` (run folder;
-    ``None``: ``runs/<time>``, or the checkpoint's folder on resume), ``resume`` (checkpoint
-    path), ``progress`` (show the tqdm bar), ``compile`` (run the training step's forward
-    pass and loss through ``torch.compile``; see :func:`training.trainer.run`),
+    ``None``: ``runs/<time>``, or on resume the folder that holds the checkpoint now),
+    ``resume`` (checkpoint path), ``progress`` (show the tqdm bar), ``compile`` (run the
+    training step's forward pass and loss through ``torch.compile``; see
+    :func:`training.trainer.run`),
     ``tensorboard`` (event files in the run folder; ``None``: when tensorboard is installed).
     Real video: ``dataset`` (``sprites``: the embedded procedural videos; ``frames``: folders
     of frames listed in ``split_csv``; ``video``: video files under ``data_root``),

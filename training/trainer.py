@@ -31,6 +31,7 @@ the run folder's ``compile_error.log``.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import json
 import math
 import random
@@ -44,13 +45,12 @@ from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import FrameType
-from typing import Any
+from typing import Any, NoReturn
 
 import torch
 import torch.distributed as dist
 from torch import nn
 from torch.nn.parallel import DistributedDataParallel
-from torch.utils.data import DataLoader, Dataset
 
 import poincare
 from poincare._optional import optional_imports
@@ -73,7 +73,7 @@ from training.checkpoint import (
     validate_checkpoint,
 )
 from training.config import SCHEDULE_KEYS, TrainConfig
-from training.data import SpriteBatch, SpriteVideoConfig, SpriteVideos, batch_seed
+from training.data import SpriteBatch, batch_seed
 from training.distributed import (
     DistContext,
     DistributedSetupError,
@@ -81,7 +81,19 @@ from training.distributed import (
     gather_with_grad,
     init_distributed,
     local_slice,
-    shard_batches,
+)
+from training.loader import (
+    ORDER_SALT,
+    DataLoadingError,
+    LoaderBatches,
+    RealData,
+    build_real_data,
+    data_config,
+    describe_error,
+    sprite_batches,
+    steps_per_epoch,
+    train_loader,
+    val_batches,
 )
 from training.metrics import plot_curves, write_metrics
 from training.probe import (
@@ -157,6 +169,8 @@ class RunResult:
         evaluated_only: the run was ``eval_only`` or ``probe``: it evaluated or probed a
             checkpoint and trained nothing.
         evaluation: the report written to ``eval.json`` (empty when none was made).
+        is_main: this process wrote the run folder and reports (rank 0 under ``torchrun``,
+            else the one process); only its ``final`` holds the validation metrics.
     """
 
     out_dir: Path
@@ -169,6 +183,7 @@ class RunResult:
     model: VideoFuturePredictor | None = None
     evaluated_only: bool = False
     evaluation: dict[str, Any] = field(default_factory=dict)
+    is_main: bool = True
 
 
 class WarmupCosine:
@@ -228,11 +243,6 @@ def build_model(config: TrainConfig) -> VideoFuturePredictor:
     )
 
 
-def _first_line(e: BaseException) -> str:
-    text = str(e).strip()
-    return f"{type(e).__name__}: {text.splitlines()[0]}" if text else type(e).__name__
-
-
 def compile_problem(device: torch.device, backend: object = "inductor") -> str | None:
     """Why ``torch.compile`` with ``backend`` cannot run on ``device``, as far as can be told
     without compiling anything; ``None`` when nothing is in the way.
@@ -245,7 +255,7 @@ def compile_problem(device: torch.device, backend: object = "inductor") -> str |
 
         check_if_dynamo_supported()
     except Exception as e:
-        return f"--compile: torch.compile does not work here ({_first_line(e)})"
+        return f"--compile: torch.compile does not work here ({describe_error(e)})"
     if backend != "inductor":
         return None
     if device.type == "cpu":
@@ -256,7 +266,7 @@ def compile_problem(device: torch.device, backend: object = "inductor") -> str |
         except Exception as e:
             return (
                 "--compile: torch.compile's inductor backend needs a C++ compiler on the CPU "
-                f"and found none ({_first_line(e)}); install g++ or set CXX, or train "
+                f"and found none ({describe_error(e)}); install g++ or set CXX, or train "
                 "without --compile"
             )
     elif device.type == "cuda":
@@ -288,7 +298,7 @@ def _compile_errors(active: bool, log: Path, step: int) -> Iterator[None]:
             raise
         atomic_write_text(log, traceback.format_exc())
         raise CompileError(
-            f"--compile: torch.compile failed at training step {step + 1} ({_first_line(e)}); "
+            f"--compile: torch.compile failed at training step {step + 1} ({describe_error(e)}); "
             f"the full report is in {log}. Train without --compile (it changes the speed, "
             "not the model)"
         ) from e
@@ -454,174 +464,6 @@ def apply_schedule(
     return config.lr * factor
 
 
-def _worker_init(_: int) -> None:
-    """DataLoader workers leave SIGINT and SIGTERM to the main process.
-
-    Ctrl-C, Slurm and systemd signal the whole process group. A worker that died of the
-    signal would make the main process's loader raise before it could save; ignoring the
-    signal keeps the workers alive until the main process, which stops at the next step
-    boundary and saves, shuts them down. (A worker whose parent died still exits, through
-    the DataLoader's watchdog.)"""
-    signal.signal(signal.SIGINT, signal.SIG_IGN)
-    signal.signal(signal.SIGTERM, signal.SIG_IGN)
-
-
-class _RankSlice(Dataset[SpriteBatch]):
-    """This rank's rows of every batch of a data set of whole (global) batches."""
-
-    def __init__(self, data: Dataset[SpriteBatch], part: slice, length: int) -> None:
-        self.data = data
-        self.part = part
-        self.length = length
-
-    def __len__(self) -> int:
-        return self.length
-
-    def __getitem__(self, index: int) -> SpriteBatch:
-        b = self.data[index]
-        return SpriteBatch(*(t[self.part] for t in b))
-
-
-@dataclass
-class RealData:
-    """The real-video data sets of a run (``dataset`` frames or video)."""
-
-    train: Any
-    val: Any
-
-    @property
-    def skipped(self) -> list[str]:
-        """Videos too short for one clip, in either split."""
-        out: list[str] = []
-        for d in (self.train, self.val):
-            out.extend(str(s) for s in getattr(d, "skipped", []))
-        return out
-
-
-def build_real_data(config: TrainConfig) -> RealData | None:
-    """The training and validation data sets of ``--dataset frames`` or ``video`` (see
-    :mod:`training.video_data`), ``None`` for the embedded sprites. Raises
-    :class:`training.video_data.VideoDataError` for a missing folder or list."""
-    if config.dataset == "sprites":
-        return None
-    from training.video_data import build_video_datasets
-
-    assert config.data_root is not None  # config.validate() checked it
-    train, val = build_video_datasets(
-        config.dataset,
-        config.data_root,
-        config.split_csv,
-        config.val_csv,
-        num_seq=config.num_seq,
-        seq_len=config.seq_len,
-        ds=config.ds,
-        img_dim=config.img_dim,
-        seed=config.seed,
-        val_share=config.val_share,
-        holdout=config.holdout,
-        clips_per_video=config.clips_per_video,
-        cache_dir=config.cache_dir,
-    )
-    return RealData(train=train, val=val)
-
-
-_ORDER_SALT = 0x2545F4914F6CDD1D
-
-
-def _epoch_order(config: TrainConfig, epoch: int, n: int) -> list[int]:
-    """The order of a real data set's ``n`` clips in ``epoch``: a permutation that is a pure
-    function of ``(seed, epoch)``."""
-    # The items' own draws use batch_seed(seed, "train", epoch, i); the order's seed is that of
-    # item 0 with its bits flipped, so that the two are unrelated.
-    g = torch.Generator().manual_seed(batch_seed(config.seed, "train", epoch, 0) ^ _ORDER_SALT)
-    order: list[int] = torch.randperm(n, generator=g).tolist()
-    return order
-
-
-def steps_per_epoch(config: TrainConfig, real: RealData | None) -> int:
-    """Optimisation steps per epoch: ``train_batches`` for the sprites; the full global
-    batches of the training clips for real video.
-
-    Raises ``ValueError`` when the training set holds fewer clips than one batch."""
-    if real is None:
-        return config.train_batches
-    n = len(real.train)
-    if n < config.batch_size:
-        raise ValueError(
-            f"the training set has {n} clips, fewer than one batch (--batch_size "
-            f"{config.batch_size}); lower --batch_size or raise --clips_per_video"
-        )
-    return n // config.batch_size
-
-
-def _train_loader(
-    config: TrainConfig,
-    ctx: DistContext,
-    epoch: int,
-    start: int,
-    steps: int,
-    real: RealData | None,
-) -> DataLoader[SpriteBatch]:
-    """This rank's batches ``start, ..., steps - 1`` of ``epoch``."""
-    if real is None:
-        data: Dataset[SpriteBatch] = SpriteVideos(
-            data_config(config),
-            seed=config.seed,
-            split="train",
-            epoch=epoch,
-            batch_size=config.batch_size,
-            num_batches=steps,
-        )
-        if ctx.active:
-            data = _RankSlice(data, local_slice(config.batch_size, ctx), steps)
-        return DataLoader(
-            data,
-            batch_size=None,
-            sampler=list(range(start, steps)),
-            num_workers=config.num_workers,
-            worker_init_fn=_worker_init,
-            generator=torch.Generator(),
-        )
-    real.train.set_epoch(epoch)
-    batches = shard_batches(_epoch_order(config, epoch, len(real.train)), config.batch_size, ctx)
-    return DataLoader(
-        real.train,
-        batch_sampler=batches[start:steps],
-        num_workers=config.num_workers,
-        worker_init_fn=_worker_init,
-        generator=torch.Generator(),
-    )
-
-
-def _sprite_batches(
-    config: TrainConfig, split: str, epoch: int, num_batches: int
-) -> Iterator[SpriteBatch]:
-    """The ``num_batches`` sprite batches of ``(config.seed, split, epoch)``, in order."""
-    data = SpriteVideos(
-        data_config(config),
-        seed=config.seed,
-        split=split,
-        epoch=epoch,
-        batch_size=config.batch_size,
-        num_batches=num_batches,
-    )
-    return (data[i] for i in range(len(data)))
-
-
-def _val_batches(config: TrainConfig, real: RealData | None) -> Iterable[SpriteBatch]:
-    if real is None:
-        return _sprite_batches(config, "val", 0, config.val_batches)
-    n = len(real.val)
-    return DataLoader(
-        real.val,
-        batch_size=min(config.batch_size, n),
-        shuffle=False,
-        drop_last=True,
-        num_workers=config.num_workers,
-        worker_init_fn=_worker_init,
-    )
-
-
 # Collapse detection: predictions whose mean pairwise distance is below this (hyperbolic
 # distance; for the Euclidean model, relative to their mean norm) are one point.
 COLLAPSE_SPREAD = 1e-3
@@ -702,6 +544,9 @@ def evaluate(
     :func:`prediction_stats` means (``val_pred_spread``, ``val_pred_radius``,
     ``val_pred_shell``). Batches with a non-finite loss are counted in ``val_skipped``;
     every metric is ``nan`` when all were. Uses no global RNG.
+
+    Raises :class:`~training.loader.DataLoadingError` when a validation clip cannot be read or
+    a loader worker fails (the workers are shut down first).
     """
     was_training = model.training
     model.eval()
@@ -711,24 +556,25 @@ def evaluate(
     candidates = 0
     skipped = 0
     try:
-        for batch in _val_batches(config, real):
-            with precision(config):
-                pred, target = model(batch.video.to(device))
-                out = model.loss_of(pred, target)
-                group_hit = model.group_top1(pred, target, gs) if real is None else None
-            candidates = out.num_candidates
-            if not torch.isfinite(out.loss):
-                skipped += 1
-                continue
-            if group_hit is not None:
-                group.append(group_hit.item())
-            losses.append(out.loss.item())
-            top1.append(out.top1.item())
-            top5.append(out.top5.item())
-            for k, v in prediction_stats(
-                pred, hyperbolic=model.hyperbolic, c=model.ball.c.detach()
-            ).items():
-                stats[k].append(v)
+        with LoaderBatches(val_batches(config, real)) as batches:
+            for batch in batches:
+                with precision(config):
+                    pred, target = model(batch.video.to(device))
+                    out = model.loss_of(pred, target)
+                    group_hit = model.group_top1(pred, target, gs) if real is None else None
+                candidates = out.num_candidates
+                if not torch.isfinite(out.loss):
+                    skipped += 1
+                    continue
+                if group_hit is not None:
+                    group.append(group_hit.item())
+                losses.append(out.loss.item())
+                top1.append(out.top1.item())
+                top5.append(out.top5.item())
+                for k, v in prediction_stats(
+                    pred, hyperbolic=model.hyperbolic, c=model.ball.c.detach()
+                ).items():
+                    stats[k].append(v)
     finally:
         model.train(was_training)
     nan = float("nan")
@@ -750,18 +596,6 @@ def evaluate(
         "val_pred_radius": mean(stats["radius"]),
         "val_pred_shell": mean(stats["shell"]),
     }
-
-
-def data_config(config: TrainConfig) -> SpriteVideoConfig:
-    """The :class:`~training.data.SpriteVideoConfig` of ``config``'s videos."""
-    return SpriteVideoConfig(
-        num_seq=config.num_seq,
-        seq_len=config.seq_len,
-        img_dim=config.img_dim,
-        num_distractors=config.num_distractors,
-        group_size=config.group_size,
-        anchor_frame=(config.num_seq - config.pred_step) * config.seq_len - 1,
-    )
 
 
 class _StopFlag:
@@ -842,13 +676,14 @@ def run_evaluation(
     training nor validation sees), with the reveal frames; real video: the validation clips
     (radius by horizon only). Runs in the precision of ``config`` (``--fp64_hyper``). Logs the
     radii and the PNGs to ``tb`` at ``step``. Returns the report written to ``eval.json``.
+    Raises :class:`~training.loader.DataLoadingError` when a clip cannot be read.
     """
     batches: Iterable[SpriteBatch]
     if real is None:
-        batches = _sprite_batches(config, "test", 0, config.eval_batches)
+        batches = sprite_batches(config, "test", 0, config.eval_batches)
         observed: int | None = observed_frames(config.num_seq, config.seq_len, config.pred_step)
     else:
-        batches = _val_batches(config, real)
+        batches = val_batches(config, real)
         observed = None
     meta = {
         "epoch": epoch,
@@ -861,9 +696,9 @@ def run_evaluation(
         "fp64_hyper": config.fp64_hyper,
         "seed": config.seed,
     }
-    with precision(config):
+    with precision(config), LoaderBatches(batches) as checked:
         report, _, pngs = evaluate_run(
-            model, batches, out_dir, device=device, observed=observed, meta=meta
+            model, checked, out_dir, device=device, observed=observed, meta=meta
         )
     if tb is not None:
         scalars = {f"radius/step{e['step']}": e["mean"] for e in report["horizon"]}
@@ -896,11 +731,11 @@ def run_probe_task(
     with precision(config):
         train = extract_features(
             model,
-            _sprite_batches(config, "train", PROBE_EPOCH, config.probe_batches),
+            sprite_batches(config, "train", PROBE_EPOCH, config.probe_batches),
             device=device,
         )
         test = extract_features(
-            model, _sprite_batches(config, "test", 0, config.eval_batches), device=device
+            model, sprite_batches(config, "test", 0, config.eval_batches), device=device
         )
     table = {
         "checkpoint_step": step,
@@ -927,8 +762,7 @@ def _eval_only(
         raise DistributedSetupError(
             "--eval_only and --probe run in one process, not under torchrun"
         )
-    folder = Path(config.out) if config.out is not None else Path(ckpt["path"]).parent
-    out_dir = prepare_run_folder(folder)
+    out_dir = _run_folder(config, ckpt)
     model = build_model(config).to(ctx.device)
     steps_epoch = steps_per_epoch(config, real)
     validate_checkpoint(ckpt, model, build_optimizer(model, config), steps_per_epoch=steps_epoch)
@@ -1036,6 +870,47 @@ def _ranks_in_sync(model: nn.Module, ctx: DistContext) -> bool:
     return all(torch.equal(g, gathered[0]) for g in gathered)
 
 
+def _run_folder(config: TrainConfig, ckpt: dict[str, Any] | None) -> Path:
+    """Create and return the folder a run writes: ``config.out``; else, resuming, the folder
+    that holds the checkpoint now (wherever the run that wrote it was, so a copied or moved
+    folder continues in place); else a new ``runs/<UTC time>``. Raises
+    :class:`~training.run_folder.RunFolderError` for a folder that cannot be used."""
+    if config.out is not None:
+        return prepare_run_folder(Path(config.out))
+    if ckpt is not None:
+        return prepare_run_folder(Path(ckpt["path"]).parent)
+    return default_run_folder()
+
+
+def _refuse_another_run(out_dir: Path, ckpt: dict[str, Any] | None) -> None:
+    """Raise :class:`~training.run_folder.RunFolderError` when ``out_dir`` holds a run
+    (``checkpoint_last.pt``) that this one does not continue: a new run, or a run resumed from
+    a checkpoint in another folder, would overwrite it."""
+    last = out_dir / "checkpoint_last.pt"
+    if not last.exists():
+        return
+    if ckpt is not None and Path(ckpt["path"]).resolve().parent == out_dir.resolve():
+        return
+    raise RunFolderError(
+        f"run folder {str(out_dir)!r} already holds a run (checkpoint_last.pt); "
+        f"continue it with --resume {out_dir}, or choose another --out"
+    )
+
+
+def _shared_failure(failure: DataLoadingError | None, ctx: DistContext) -> DataLoadingError | None:
+    """A loading failure of any rank, known to every rank: ``failure`` itself in one process
+    or where this rank failed, else the first failing rank's (its message prefixed with the
+    rank). One ``all_reduce`` per call; the messages are gathered only when a rank failed."""
+    if not ctx.active or not _agree(failure is not None, ctx):
+        return failure
+    found: list[Any] = [None] * ctx.world_size
+    dist.all_gather_object(found, None if failure is None else (str(failure), failure.status))
+    if failure is not None:
+        return failure
+    rank, (message, status) = next((r, f) for r, f in enumerate(found) if f is not None)
+    return DataLoadingError(f"process {rank}: {message}", status=status)
+
+
 def _agree(flag: bool, ctx: DistContext) -> bool:
     """``flag`` on any rank (one ``all_reduce``); ``flag`` itself in one process."""
     if not ctx.active:
@@ -1086,24 +961,19 @@ def _run(
     lock: RunLock | None = None
     out_dir = Path(".")
     if main:
-        if config.out is not None:
-            out_dir = prepare_run_folder(Path(config.out))
-        elif ckpt is not None:
-            out_dir = prepare_run_folder(Path(ckpt["path"]).parent)
-        else:
-            out_dir = default_run_folder()
+        out_dir = _run_folder(config, ckpt)
         lock = RunLock(out_dir)
         lock.acquire()
     try:
         if main:
-            if ckpt is None and (out_dir / "checkpoint_last.pt").exists():
-                raise RunFolderError(
-                    f"run folder {str(out_dir)!r} already holds a run (checkpoint_last.pt); "
-                    f"continue it with --resume {out_dir}, or choose another --out"
-                )
+            _refuse_another_run(out_dir, ckpt)
             for stale in remove_stale_temporaries(out_dir):
                 say(f"note: removed {stale}, left by a run that was killed while writing")
         out_dir = Path(broadcast_object(str(out_dir), ctx))
+        # what the run records is what it uses: its folder and the checkpoint it resumed
+        config = dataclasses.replace(
+            config, out=str(out_dir), resume=None if ckpt is None else str(ckpt["path"])
+        )
         return _train(config, on_step, flag, ctx, ckpt, real, steps_epoch, out_dir, say)
     finally:
         if lock is not None:
@@ -1130,7 +1000,7 @@ def _train(
     if ctx.rank > 0:
         # Every rank builds the same initial model (DDP broadcasts rank 0's anyway); from here
         # on the ranks draw different dropout masks. Rank 0 draws what one process draws.
-        torch.manual_seed(batch_seed(config.seed, "train", 0, ctx.rank) ^ _ORDER_SALT)
+        torch.manual_seed(batch_seed(config.seed, "train", 0, ctx.rank) ^ ORDER_SALT)
     optimizer = build_optimizer(model, config)
     total_steps = config.epochs * steps_epoch
     scheduler = torch.optim.lr_scheduler.LambdaLR(
@@ -1235,7 +1105,17 @@ def _train(
         last_good["step"] = step
         ctx.barrier()
 
-    result = RunResult(out_dir=out_dir, history=history)
+    def stop_for(failure: DataLoadingError) -> NoReturn:
+        """Save the state reached (the batches done) and end the run with ``failure``."""
+        save("checkpoint_last.pt")
+        fix = "fix the data, then " if failure.status == 2 else ""
+        raise DataLoadingError(
+            f"{failure}; the state at epoch {epoch + 1}, batch {batch_pos} (step {step}) is "
+            f"saved in {out_dir / 'checkpoint_last.pt'}: {fix}continue with --resume {out_dir}",
+            status=failure.status,
+        ) from failure
+
+    result = RunResult(out_dir=out_dir, history=history, is_main=main)
     tb: TensorBoardLog = TensorBoardLog.open(
         out_dir,
         config.tensorboard if main else False,
@@ -1243,7 +1123,7 @@ def _train(
     )
     with tb:
         while epoch < config.epochs:
-            loader = _train_loader(config, ctx, epoch, batch_pos, steps_epoch, real)
+            loader = train_loader(config, ctx, epoch, batch_pos, steps_epoch, real)
             model.train()
             bar = tqdm(
                 total=steps_epoch,
@@ -1256,73 +1136,81 @@ def _train(
             )
             t_last = time.perf_counter()
             stop = _agree(flag.requested, ctx)
-            batches: Iterator[SpriteBatch] = iter(loader) if not stop else iter([])
-            while not stop:
-                try:
-                    batch = next(batches)
-                except StopIteration:
-                    break
-                except RuntimeError:
-                    if flag.requested:  # a worker died of the same signal: stop and save
-                        stop = True
+            failure: DataLoadingError | None = None
+            with LoaderBatches(loader if not stop else ()) as batches:
+                while not stop:
+                    try:
+                        batch = next(batches)
+                    except StopIteration:
                         break
-                    raise
-                video = batch.video.to(device, non_blocking=True)
-                with _compile_errors(config.compile, out_dir / "compile_error.log", step):
-                    res = train_step(forward, loss_fn, optimizer, video, config, ctx)
-                with warnings.catch_warnings():
-                    # a skipped step still advances the schedule, which follows the batch
-                    # position
-                    warnings.filterwarnings("ignore", "Detected call of `lr_scheduler", UserWarning)
-                    scheduler.step()
-                batch_pos += 1
-                step += 1
-                steps_here += 1
-                now = time.perf_counter()
-                acc["seconds"] += now - t_last
-                t_last = now
-                if res.taken:
-                    streak = 0
-                    taken_here += 1
-                    acc["loss"] += res.loss
-                    acc["top1"] += res.top1
-                    acc["n"] += 1
-                    tb.scalars(
-                        {"loss": res.loss, "top1": res.top1, "lr": scheduler.get_last_lr()[0]},
-                        step,
-                        prefix="step/",
-                    )
-                else:
-                    streak += 1
-                    nonfinite_total += 1
-                    acc["skipped"] += 1
-                    say(
-                        f"warning: non-finite loss or gradient at epoch {epoch + 1}, batch "
-                        f"{batch_pos}: step skipped ({streak} in a row, {nonfinite_total} in all)"
-                    )
-                    if streak >= config.max_nonfinite:
-                        bar.close()
-                        save("checkpoint_last.pt")
-                        raise TrainingDivergedError(
-                            f"the loss or gradient was non-finite for {streak} consecutive "
-                            f"steps (epoch {epoch + 1}, step {step}); stopping. The state "
-                            f"before is in {out_dir / 'checkpoint_last.pt'}. Try --fp64_hyper, "
-                            "a smaller --lr or a smaller --grad_clip."
+                    except DataLoadingError as e:
+                        if flag.requested:  # a worker died of the same signal: stop and save
+                            stop = True
+                            break
+                        failure = e
+                    failure = _shared_failure(failure, ctx)
+                    if failure is not None:
+                        break
+                    video = batch.video.to(device, non_blocking=True)
+                    with _compile_errors(config.compile, out_dir / "compile_error.log", step):
+                        res = train_step(forward, loss_fn, optimizer, video, config, ctx)
+                    with warnings.catch_warnings():
+                        # a skipped step still advances the schedule, which follows the
+                        # batch position
+                        warnings.filterwarnings(
+                            "ignore", "Detected call of `lr_scheduler", UserWarning
                         )
-                if config.progress and main:
-                    bar.update(1)
-                    n = max(acc["n"], 1.0)
-                    speed = config.batch_size * (acc["n"] + acc["skipped"]) / acc["seconds"]
-                    bar.set_postfix(
-                        loss=f"{acc['loss'] / n:.3f}",
-                        top1=f"{100 * acc['top1'] / n:.1f}%",
-                        clips_s=f"{speed:.1f}",
-                    )
-                if on_step is not None and on_step(step):
-                    flag.requested = True
-                stop = _agree(flag.requested, ctx)
-            del batches
+                        scheduler.step()
+                    batch_pos += 1
+                    step += 1
+                    steps_here += 1
+                    now = time.perf_counter()
+                    acc["seconds"] += now - t_last
+                    t_last = now
+                    if res.taken:
+                        streak = 0
+                        taken_here += 1
+                        acc["loss"] += res.loss
+                        acc["top1"] += res.top1
+                        acc["n"] += 1
+                        tb.scalars(
+                            {"loss": res.loss, "top1": res.top1, "lr": scheduler.get_last_lr()[0]},
+                            step,
+                            prefix="step/",
+                        )
+                    else:
+                        streak += 1
+                        nonfinite_total += 1
+                        acc["skipped"] += 1
+                        say(
+                            f"warning: non-finite loss or gradient at epoch {epoch + 1}, "
+                            f"batch {batch_pos}: step skipped ({streak} in a row, "
+                            f"{nonfinite_total} in all)"
+                        )
+                        if streak >= config.max_nonfinite:
+                            bar.close()
+                            save("checkpoint_last.pt")
+                            raise TrainingDivergedError(
+                                f"the loss or gradient was non-finite for {streak} consecutive "
+                                f"steps (epoch {epoch + 1}, step {step}); stopping. The state "
+                                f"before is in {out_dir / 'checkpoint_last.pt'}. Try --fp64_hyper, "
+                                "a smaller --lr or a smaller --grad_clip."
+                            )
+                    if config.progress and main:
+                        bar.update(1)
+                        n = max(acc["n"], 1.0)
+                        speed = config.batch_size * (acc["n"] + acc["skipped"]) / acc["seconds"]
+                        bar.set_postfix(
+                            loss=f"{acc['loss'] / n:.3f}",
+                            top1=f"{100 * acc['top1'] / n:.1f}%",
+                            clips_s=f"{speed:.1f}",
+                        )
+                    if on_step is not None and on_step(step):
+                        flag.requested = True
+                    stop = _agree(flag.requested, ctx)
             bar.close()
+            if failure is not None:
+                stop_for(failure)
             if stop:
                 save("checkpoint_last.pt")
                 say(
@@ -1332,7 +1220,15 @@ def _train(
                 result.interrupted = True
                 result.stop_signal = flag.signum
                 break
-            val = evaluate(model, config, device, real) if main else {}
+            val: dict[str, float] = {}
+            if main:
+                try:
+                    val = evaluate(model, config, device, real)
+                except DataLoadingError as e:
+                    failure = e
+            failure = _shared_failure(failure, ctx)
+            if failure is not None:
+                stop_for(failure)
             n = max(acc["n"], 1.0)
             record: dict[str, Any] = {
                 "epoch": epoch + 1,
