@@ -335,6 +335,61 @@ def test_many_problems_are_summed_up(tmp_path: Path, run: Run) -> None:
     assert text.count("has another shape") == 3 and "(and 2 more problems)" in text
 
 
+def _first_matrix(payload: dict[str, Any]) -> tuple[str, torch.Tensor]:
+    """The name and tensor of the payload's first weight matrix (no tensor shared by keys)."""
+    return next((k, t) for k, t in payload["model"].items() if t.dim() > 1)
+
+
+def _optimizer_entry(payload: dict[str, Any], name: str) -> torch.Tensor:
+    """The optimiser state ``name`` of the payload's first parameter."""
+    t: torch.Tensor = payload["optimizer"]["state"][0][name]
+    return t
+
+
+@pytest.mark.parametrize(
+    ("damage", "expected"),
+    [
+        pytest.param(
+            lambda p: _first_matrix(p)[1].view(-1)[:2].fill_(float("nan")),
+            "model tensor '{first}' has 2 of {numel} non-finite values",
+            id="nan-weights",
+        ),
+        pytest.param(
+            lambda p: _optimizer_entry(p, "exp_avg").view(-1)[:1].fill_(float("inf")),
+            "optimizer state 'exp_avg' of parameter 0 has 1 of {moments} non-finite values",
+            id="infinite-first-moment",
+        ),
+        pytest.param(
+            lambda p: _optimizer_entry(p, "exp_avg_sq").view(-1)[:3].mul_(-1.0),
+            "optimizer state 'exp_avg_sq' of parameter 0 has 3 of {moments} negative values, "
+            "which it never has",
+            id="negative-second-moment",
+        ),
+        pytest.param(
+            lambda p: _optimizer_entry(p, "step").fill_(-1.0),
+            "optimizer state 'step' of parameter 0 has 1 of 1 negative values, which it never has",
+            id="negative-step",
+        ),
+    ],
+)
+def test_values_no_run_writes_are_refused_on_loading(
+    tmp_path: Path, run: Run, damage: Callable[[dict[str, Any]], object], expected: str
+) -> None:
+    """A checkpoint with a sound archive but values that training never saves is refused by
+    ``load_checkpoint``, before anything reads it, in one line that names the tensor."""
+    payload = copy.deepcopy(run.payload())
+    damage(payload)
+    path = tmp_path / "ck.pt"
+    save_checkpoint(path, payload)
+    first, weight = _first_matrix(payload)
+    moments = _optimizer_entry(payload, "exp_avg").numel()
+    with pytest.raises(CheckpointError) as e:
+        load_checkpoint(path)
+    assert str(e.value) == f"checkpoint {str(path)!r} is corrupt: " + expected.format(
+        first=first, numel=weight.numel(), moments=moments
+    )
+
+
 def test_counters_are_only_checked_against_the_epoch_when_asked(tmp_path: Path, run: Run) -> None:
     ckpt = _saved(tmp_path, {**run.payload(), "step": 2})
     validate_checkpoint(ckpt, run.model, run.optimizer)

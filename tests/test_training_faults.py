@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import math
+import multiprocessing
 import os
 import signal
 import subprocess
@@ -16,7 +17,8 @@ from typing import Any
 
 import pytest
 import torch
-from tiny_config import TINY, cli_args
+from tiny_config import TINY, cli_args, write_frames
+from torch.utils.data import Dataset
 
 import poincare
 import train_cli
@@ -25,6 +27,7 @@ from models.video import VideoFuturePredictor
 from training.checkpoint import load_checkpoint, save_checkpoint
 from training.cli import build_parser
 from training.config import TrainConfig
+from training.loader import DataLoadingError, LoaderBatches, make_loader
 from training.run_folder import RunLock
 from training.trainer import (
     TrainingDivergedError,
@@ -33,6 +36,7 @@ from training.trainer import (
     prediction_stats,
     run,
 )
+from training.video_data import VideoDataError
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -176,6 +180,13 @@ def test_a_folder_in_use_or_holding_a_run_is_refused(
     assert train_cli.main([*ARGS, "--out", str(out)]) == 2
     _one_line_error(capsys.readouterr().err, "already holds a run", "--resume")
     assert (out / "checkpoint_last.pt").read_bytes() == before
+    # nor may a run resumed from another folder overwrite it
+    other = tmp_path / "other"
+    assert train_cli.main([*ARGS, "--epochs", "1", "--out", str(other)]) == 0
+    capsys.readouterr()
+    assert train_cli.main(["--resume", str(other), "--epochs", "2", "--out", str(out)]) == 2
+    _one_line_error(capsys.readouterr().err, f"run folder {str(out)!r} already holds a run")
+    assert (out / "checkpoint_last.pt").read_bytes() == before
 
 
 def test_default_run_folders_are_unique(
@@ -280,6 +291,69 @@ def test_out_help_shows_one_default() -> None:
     assert "(default:" not in entry and "runs/<UTC time>" in entry
 
 
+# --- data loading: a failure is one error at a step boundary, never a hang ------------------
+
+
+class _Items(Dataset[torch.Tensor]):
+    """Item ``i`` is ``tensor([i])``; item ``bad`` cannot be read, item ``slow`` takes
+    ``seconds``."""
+
+    def __init__(self, n: int, bad: int = -1, slow: int = -1, seconds: float = 0.0) -> None:
+        self.n, self.bad, self.slow, self.seconds = n, bad, slow, seconds
+
+    def __len__(self) -> int:
+        return self.n
+
+    def __getitem__(self, i: int) -> torch.Tensor:
+        if i == self.bad:
+            raise VideoDataError(f"cannot read frame file /data/{i}.png: broken")
+        if i == self.slow:
+            time.sleep(self.seconds)
+        return torch.tensor([i])
+
+
+@pytest.mark.parametrize("workers", [0, 2])
+def test_an_item_that_cannot_be_read_ends_the_iteration_in_its_place(workers: int) -> None:
+    """In the main process as in a worker: the batches before it, then one error with the
+    data set's own message (no worker traceback), and no worker left behind."""
+    got = []
+    loader = make_loader(_Items(6, bad=3), num_workers=workers, batch_size=2)
+    with pytest.raises(DataLoadingError) as e, LoaderBatches(loader) as batches:
+        for batch in batches:
+            got.append(batch.flatten().tolist())
+    assert got == [[0, 1]]
+    assert (str(e.value), e.value.status) == ("cannot read frame file /data/3.png: broken", 2)
+    assert not multiprocessing.active_children()
+
+
+def test_a_stalled_worker_is_an_error_after_the_timeout() -> None:
+    loader = make_loader(_Items(4, slow=1, seconds=3.0), num_workers=1, batch_size=1, timeout=0.5)
+    timed_out = pytest.raises(DataLoadingError, match=r"timed out after 0\.5 seconds")
+    with timed_out as e, LoaderBatches(loader) as batches:
+        assert next(batches).tolist() == [[0]]
+        next(batches)
+    assert e.value.status == 1
+    assert not multiprocessing.active_children()
+
+
+@pytest.mark.skipif(not hasattr(signal, "SIGCHLD"), reason="no SIGCHLD on this platform")
+def test_a_killed_worker_is_reported_at_the_next_fetch_not_in_the_middle_of_a_step() -> None:
+    """PyTorch's own SIGCHLD handler would raise wherever the main process is (an optimiser
+    step, a checkpoint write); inside LoaderBatches the death surfaces at the next fetch."""
+    stepped = False
+    loader = make_loader(_Items(40), num_workers=2, batch_size=2)
+    died = pytest.raises(DataLoadingError, match=r"DataLoader worker \(pid")
+    with died as e, LoaderBatches(loader) as batches:
+        next(batches)
+        os.kill(multiprocessing.active_children()[0].pid, signal.SIGKILL)
+        time.sleep(1.0)  # the step: SIGCHLD arrives now and must not interrupt it
+        stepped = True
+        for _ in batches:
+            pass
+    assert stepped and e.value.status == 1
+    assert not multiprocessing.active_children()
+
+
 # --- divergence and collapse --------------------------------------------------------------------
 
 
@@ -380,29 +454,12 @@ def test_tensorboard_events(tmp_path: Path) -> None:
     assert not (none / "tensorboard").exists()
 
 
-def _frames(root: Path, videos: int, frames: int) -> Path:
-    from PIL import Image
-
-    rows = []
-    for v in range(videos):
-        folder = root / f"v{v}"
-        folder.mkdir(parents=True)
-        for t in range(frames):
-            img = Image.new("RGB", (24, 20), (30 * v % 255, 20, 40))
-            img.paste((250, 250, 250), (2 + (t * (v + 1)) % 16, 4, 8 + (t * (v + 1)) % 16, 10))
-            img.save(folder / f"{t:04d}.png")
-        rows.append(f"v{v},{frames},{v % 2}")
-    csv = root / "split.csv"
-    csv.write_text("\n".join(rows) + "\n")
-    return csv
-
-
 def test_frames_dataset_trains_through_the_cli(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     pytest.importorskip("PIL")
     root = tmp_path / "data"
-    csv = _frames(root, videos=10, frames=8)
+    csv = write_frames(root, videos=10, frames=8)
     out = tmp_path / "r"
     args = [*_args(epochs=1, batch_size=4), "--dataset", "frames", "--data_root", str(root)]
     assert train_cli.main([*args, "--split_csv", str(csv), "--out", str(out)]) == 0

@@ -220,13 +220,19 @@ class LoaderBatches(Generic[T]):
         self._fetching = False
 
     def __enter__(self) -> LoaderBatches[T]:
-        self._it = iter(self._source)  # starts the workers (and PyTorch's SIGCHLD handler)
-        workers = isinstance(self._source, DataLoader) and self._source.num_workers > 0
-        on_main = threading.current_thread() is threading.main_thread()
-        if workers and on_main and hasattr(signal, "SIGCHLD"):
-            self._previous = signal.getsignal(signal.SIGCHLD)
-            signal.signal(signal.SIGCHLD, self._on_child_exit)
-            self._watching = True
+        try:
+            self._it = iter(self._source)  # starts the workers (and PyTorch's SIGCHLD handler)
+            workers = isinstance(self._source, DataLoader) and self._source.num_workers > 0
+            on_main = threading.current_thread() is threading.main_thread()
+            if workers and on_main and hasattr(signal, "SIGCHLD"):
+                self._previous = signal.getsignal(signal.SIGCHLD)
+                signal.signal(signal.SIGCHLD, self._on_child_exit)
+                self._watching = True
+        except Exception as e:  # a worker that died before the watch began, no fork, ...
+            self.__exit__(type(e), e, e.__traceback__)
+            raise DataLoadingError(
+                f"the data-loading workers failed to start ({describe_error(e)})", status=1
+            ) from e
         return self
 
     def __iter__(self) -> LoaderBatches[T]:
@@ -261,21 +267,27 @@ class LoaderBatches(Generic[T]):
                 return None
             time.sleep(0.05)
 
+    def _fetch(self, it: Iterator[Any]) -> Any:
+        """The next item of ``it``; a worker's death (seen before or during the fetch) raises
+        ``RuntimeError`` here, and nowhere after the fetch."""
+        try:
+            self._fetching = True
+            if self._child_exited:
+                self._check_workers(signal.SIGCHLD, None)
+            return next(it)
+        finally:
+            self._fetching = False
+
     def __next__(self) -> T:
         if self._it is None:
             raise RuntimeError("LoaderBatches is iterated outside its with block")
-        self._fetching = True
         try:
-            if self._child_exited:
-                self._check_workers(signal.SIGCHLD, None)
-            item = next(self._it)
+            item = self._fetch(self._it)
         except StopIteration:
             raise
-        except Exception as e:
+        except Exception as e:  # not fetching any more: SIGCHLD only sets the flag
             why = self._dead_worker() or describe_error(e)
             raise DataLoadingError(f"a data-loading worker failed ({why})", status=1) from e
-        finally:
-            self._fetching = False
         if isinstance(item, LoadFailure):
             raise DataLoadingError(item.message, status=item.status)
         result: T = item
