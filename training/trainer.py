@@ -1094,8 +1094,10 @@ def _train(
         write non-finite weights as a state to resume from."""
         data = payload()
         if not _finite_weights(model):
+            # an epoch's end is saved after the epoch counter moved on
+            where = f"epoch {epoch + 1}" if batch_pos else f"the end of epoch {epoch}"
             raise TrainingDivergedError(
-                f"the weights became non-finite at step {step} (epoch {epoch + 1}); they were "
+                f"the weights became non-finite at step {step} ({where}); they were "
                 f"not saved. {out_dir / 'checkpoint_last.pt'} keeps the last finite state "
                 f"(step {last_good['step']}). Try a smaller --lr or --grad_clip, or "
                 "--fp64_hyper"
