@@ -226,7 +226,11 @@ def build_parser() -> argparse.ArgumentParser:
     )
     r = p.add_argument_group("run")
     r.add_argument(
-        "--num_workers", type=int, default=_D.num_workers, help="data-loading worker processes"
+        "--num_workers",
+        type=int,
+        default=_D.num_workers,
+        help="data-loading worker processes (a worker that cannot read a file, dies or stalls "
+        "stops the run with one line, after saving the state reached)",
     )
     r.add_argument(
         "--threads",
@@ -245,7 +249,8 @@ def build_parser() -> argparse.ArgumentParser:
         "--out",
         default=_D.out,
         help="run folder; not given: a new runs/<UTC time> (with a -2, -3 ... suffix when "
-        "taken), or the checkpoint's folder with --resume. One run at a time may use a folder",
+        "taken), or with --resume the folder that holds the checkpoint now (a copied or moved "
+        "run folder continues in place). One run at a time may use a folder",
     )
     r.add_argument(
         "--resume",
@@ -254,7 +259,8 @@ def build_parser() -> argparse.ArgumentParser:
         help="continue from this checkpoint (or run folder: its checkpoint_last.pt) with the "
         "checkpoint's settings; a flag given with it overrides that setting: architecture and "
         "data flags must match, --epochs, --lr, --warmup_steps, --wd and --grad_clip apply "
-        "from the step reached",
+        "from the step reached. The file is verified first (archive checksums, finite "
+        "weights and optimiser state); a damaged one is refused",
     )
     r.add_argument(
         "--tensorboard",

@@ -9,9 +9,13 @@ top-1/top-5 accuracy of future retrieval. The run folder receives ``config.json`
 
 Nothing is lost: ``checkpoint_last.pt`` is written atomically at the end of every epoch and
 whenever SIGINT/SIGTERM (or an ``on_step`` hook) asks to stop, at the next step boundary,
-with the position inside the epoch. Because every batch is a pure function of
-``(seed, epoch, index)`` and the generators' states are saved, a resumed run reproduces the
-uninterrupted one bit for bit on the CPU.
+with the position inside the epoch; also when loading a batch fails (a file that cannot be read,
+a loader worker that dies or stalls: :mod:`training.loader`), before the run ends with
+:class:`~training.loader.DataLoadingError`. A resumed run continues in the folder that holds its
+checkpoint now (or ``out``), never in the folder recorded when it was made, and a checkpoint is
+verified before any use (:mod:`training.checkpoint_integrity`). Because every batch is a pure
+function of ``(seed, epoch, index)`` and the generators' states are saved, a resumed run
+reproduces the uninterrupted one bit for bit on the CPU.
 
 Precision: ``--fp64_hyper`` runs every forward pass (training and validation) inside
 ``poincare.upcast(torch.float64)``, the one precision route of :mod:`poincare`: the model and
@@ -810,7 +814,9 @@ def run(config: TrainConfig, *, on_step: Callable[[int], bool] | None = None) ->
     :class:`~training.checkpoint.CheckpointError` names each difference). The optimisation
     settings ``epochs``, ``lr``, ``warmup_steps``, ``wd`` and ``grad_clip`` may differ: the
     new values apply from the step reached (:func:`apply_schedule`), a note on stderr says
-    which and what the learning rate now is, and ``config.json`` records them.
+    which and what the learning rate now is, and ``config.json`` records them. The run writes
+    ``config.out``, or without it the folder that holds the checkpoint now; the settings it
+    records (``config.json``, the checkpoints) name that folder and the checkpoint it resumed.
 
     Several processes (``torchrun``): see :mod:`training.distributed`. Rank 0 alone writes the
     run folder, the checkpoints, the metrics, the plots and the TensorBoard events, and prints.
@@ -824,8 +830,11 @@ def run(config: TrainConfig, *, on_step: Callable[[int], bool] | None = None) ->
             one made with other architecture/data settings, or one whose contents do not fit
             the model; or a checkpoint could not be written (the previous one stays intact).
         training.run_folder.RunFolderError: the run folder cannot be used (a file, unwritable,
-            or in use by another run).
+            in use by another run, or holding a run that this one does not continue).
         training.video_data.VideoDataError: a missing or unreadable real-video input.
+        training.loader.DataLoadingError: a batch could not be loaded in the middle of the run
+            (a file that cannot be read: ``status`` 2; a loader worker that died or stalled:
+            ``status`` 1); ``checkpoint_last.pt`` then holds the state reached.
         TrainingDivergedError: ``max_nonfinite`` consecutive non-finite steps, weights that
             became non-finite (``checkpoint_last.pt`` then keeps the last finite state), or a
             run in which no step succeeded.
