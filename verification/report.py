@@ -830,6 +830,28 @@ def _ours_cosh_score(kind: str) -> Call:
     return call
 
 
+PATHS: dict[str, str] = {"eager": "poincare", "branch-free": "branch-free"}
+"""This library's two implementations of every op, by path name: the implementation name of
+the report's tables. ``poincare`` is eager CPU code with its data-dependent shortcuts;
+``branch-free`` is the form that ``torch.compile``, ``torch.func`` transforms and accelerators
+take, measured on the CPU under :class:`poincare.branch_free`. Both are under the contract."""
+
+OURS: tuple[str, ...] = tuple(PATHS.values())
+"""The implementation names of this library in a report's table."""
+
+
+def _on_path(call: Call, path: str) -> Call:
+    """``call`` on ``path`` (a key of :data:`PATHS`)."""
+    if path == "eager":
+        return call
+
+    def branch_free(args: list[torch.Tensor], c: float) -> torch.Tensor:
+        with poincare.branch_free():
+            return call(args, c)
+
+    return branch_free
+
+
 @dataclass(frozen=True)
 class OpSpec:
     """An op of the report: its input drawer and how to call it."""
@@ -1005,15 +1027,17 @@ def one_ulp_sensitivity(sample: Sample, dtype: torch.dtype) -> float:
     return worst
 
 
-def _measure_one(
-    task: tuple[str, str, float, int, int, int, tuple[str, ...]],
-) -> dict[tuple[str, str, str], tuple[list[BandResult], Worst]]:
-    """Measure one op in one dtype over all its bands, for ours and the peers."""
-    op_name, dtype_name, c, samples, dim, seed, peers = task
+_Task = tuple[str, str, float, int, int, int, tuple[str, ...], tuple[str, ...]]
+
+
+def _measure_one(task: _Task) -> dict[tuple[str, str, str], tuple[list[BandResult], Worst]]:
+    """Measure one op in one dtype at one curvature over all its bands, on each of our paths
+    and for the peers."""
+    op_name, dtype_name, c, samples, dim, seed, peers, paths = task
     torch.set_num_threads(1)
     dtype = getattr(torch, dtype_name)
     spec = OPS[op_name]
-    impls: dict[str, Call] = {"poincare": spec.call}
+    impls: dict[str, Call] = {PATHS[p]: _on_path(spec.call, p) for p in paths}
     for peer in peers:
         calls = _geoopt_calls(c, dtype) if peer == "geoopt" else {}
         if op_name in calls:
@@ -1086,16 +1110,46 @@ def measure(
     seed: int = 0,
     peers: Sequence[str] = (),
     jobs: int = 1,
+    paths: Sequence[str] = ("eager",),
 ) -> Report:
     """Measure the error of ``ops`` (default: all of :data:`OPS`) in every dtype and band.
 
     ``samples`` inputs are drawn per band (fewer where the band admits fewer, e.g. the Klein
     model beyond its representable radius); draws are deterministic given ``seed``. ``peers``
-    names libraries of :data:`PEERS` measured on the same inputs. ``jobs > 1`` spreads the
-    (op, dtype) pairs over worker processes. ``c`` is rounded to each dtype before use, so that
-    the reference sees exactly the curvature the float code uses. Raises ``ValueError`` for an
-    unknown op or peer, ``c <= 0``, ``samples < 1`` or ``dim < 2``.
+    names libraries of :data:`PEERS` measured on the same inputs; ``paths`` the paths of this
+    library (keys of :data:`PATHS`). ``jobs > 1`` spreads the (op, dtype) pairs over worker
+    processes. ``c`` is used as given, a float64 number, in every dtype: the exact result is
+    that of the exact float inputs and this curvature, and an op on float32 data must not
+    compute with the curvature's float32 rounding where that matters. Raises ``ValueError``
+    for an unknown op, path or peer, ``c <= 0``, ``samples < 1`` or ``dim < 2``.
     """
+    return measure_curvatures(
+        [c],
+        ops=ops,
+        dtypes=dtypes,
+        samples=samples,
+        dim=dim,
+        seed=seed,
+        peers=peers,
+        jobs=jobs,
+        paths=paths,
+    )[0]
+
+
+def measure_curvatures(
+    curvatures: Sequence[float],
+    ops: Sequence[str] | None = None,
+    dtypes: Sequence[torch.dtype] = (torch.float32, torch.float64),
+    samples: int = DEFAULT_SAMPLES,
+    dim: int = 4,
+    seed: int = 0,
+    peers: Sequence[str] = (),
+    jobs: int = 1,
+    paths: Sequence[str] = ("eager",),
+) -> list[Report]:
+    """:func:`measure` at each curvature of ``curvatures``, one :class:`Report` each, in their
+    order; ``jobs > 1`` spreads the (curvature, op, dtype) triples over worker processes.
+    Raises ``ValueError`` as :func:`measure` does, and for an empty ``curvatures``."""
     names = list(OPS) if ops is None else list(ops)
     for name in names:
         if name not in OPS:
@@ -1103,41 +1157,60 @@ def measure(
     for peer in peers:
         if peer not in PEERS:
             raise ValueError(f"peers: unknown peer {peer!r}; known: {', '.join(PEERS)}")
-    if not (math.isfinite(c) and c > 0):
-        raise ValueError(f"c must be positive and finite, got {c!r}")
+    for path in paths:
+        if path not in PATHS:
+            raise ValueError(f"paths: unknown path {path!r}; known: {', '.join(PATHS)}")
+    if not curvatures:
+        raise ValueError("curvatures: give at least one curvature")
+    for c in curvatures:
+        if not (math.isfinite(c) and c > 0):
+            raise ValueError(f"c must be positive and finite, got {c!r}")
     if samples < 1:
         raise ValueError(f"samples must be at least 1, got {samples}")
     if dim < 2:
         raise ValueError(f"dim must be at least 2, got {dim}")
     start = time.perf_counter()
-    report = Report(c=c, dim=dim, samples=samples)
-    tasks = []
-    for dtype in dtypes:
-        dname = str(dtype).removeprefix("torch.")
-        cd = float(torch.tensor(c, dtype=dtype).item())
-        report.max_radius[dname] = (
-            poincare.max_radius(dtype, c=cd),
-            float(ref.max_radius(dtype, cd)),
-        )
-        for name in names:
-            tasks.append((name, dname, cd, samples, dim, seed, tuple(peers)))
+    reports = [Report(c=float(c), dim=dim, samples=samples) for c in curvatures]
+    tasks: list[_Task] = []
+    owner: list[Report] = []
+    for report in reports:
+        for dtype in dtypes:
+            dname = str(dtype).removeprefix("torch.")
+            report.max_radius[dname] = (
+                poincare.max_radius(dtype, c=report.c),
+                float(ref.max_radius(dtype, report.c)),
+            )
+            for name in names:
+                tasks.append(
+                    (name, dname, report.c, samples, dim, seed, tuple(peers), tuple(paths))
+                )
+                owner.append(report)
     if jobs > 1:
         ctx = multiprocessing.get_context("spawn")
         with ctx.Pool(jobs) as pool:
             parts = pool.map(_measure_one, tasks, chunksize=1)
     else:
         parts = [_measure_one(t) for t in tasks]
-    for part in parts:
+    for report, part in zip(owner, parts, strict=True):
         for key, (bands, worst) in part.items():
             report.table[key] = bands
             report.worst[key] = worst
-    report.seconds = time.perf_counter() - start
-    return report
+    seconds = time.perf_counter() - start
+    for report in reports:
+        report.seconds = seconds
+    return reports
 
 
 # ----------------------------------------------------------------------------------------------
 # Printing and plotting
 # ----------------------------------------------------------------------------------------------
+
+
+def _impl_order(report: Report) -> list[str]:
+    """The implementations of ``report``: this library's paths first (:data:`OURS` order), then
+    the peers by name."""
+    names = {k[0] for k in report.table}
+    return [n for n in OURS if n in names] + sorted(names - set(OURS))
 
 
 def _cell(band: BandResult) -> str:
@@ -1165,7 +1238,7 @@ def format_report(report: Report) -> str:
     per implementation), then the usable radius per op, dtype and implementation, then the
     worst failing input of every op of ours that fails somewhere."""
     lines: list[str] = []
-    impls = sorted({k[0] for k in report.table}, key=lambda s: (s != "poincare", s))
+    impls = _impl_order(report)
     dtypes = sorted({k[2] for k in report.table}, key=lambda s: s != "float32")
     ops = [op for op in OPS if any(k[1] == op for k in report.table)]
     lines.append(
@@ -1182,7 +1255,7 @@ def format_report(report: Report) -> str:
         )
         key0 = next(k for k in report.table if k[2] == dname)
         radii = [b.radius for b in report.table[key0]]
-        header = f"{'op':<20}{'impl':<9}" + "".join(f"{r:>8.4g}" for r in radii)
+        header = f"{'op':<20}{'impl':<12}" + "".join(f"{r:>8.4g}" for r in radii)
         lines.append(header)
         lines.append("-" * len(header))
         for op in ops:
@@ -1192,7 +1265,7 @@ def format_report(report: Report) -> str:
                     continue
                 cells = "".join(f"{_cell(b):>8}" for b in report.table[key])
                 label = op if impl == impls[0] or (impls[0], op, dname) not in report.table else ""
-                lines.append(f"{label:<20}{impl:<9}{cells}")
+                lines.append(f"{label:<20}{impl:<12}{cells}")
     lines.append("")
     lines.append(f"Usable radius (all bands up to it within {metrics.HULP_LIMIT:g} hULP, finite, ")
     lines[-1] += "in the ball, finite gradients)"
@@ -1212,14 +1285,14 @@ def format_report(report: Report) -> str:
                 mark = " (max)" if usable >= top * (1 - 1e-9) else ""
                 row += f"{f'{usable:.3g}{mark}':>20}"
         lines.append(row)
-    failures = [(k, w) for k, w in report.worst.items() if k[0] == "poincare" and w.reason]
+    failures = [(k, w) for k, w in report.worst.items() if k[0] in OURS and w.reason]
     if failures:
         lines.append("")
         lines.append("Failing inputs of poincare (smallest failing band, its worst input):")
-        for (_, op, dname), w in failures:
+        for (impl, op, dname), w in failures:
             lines.append(
-                f"  {op} {dname} R={w.radius:.4g}: {w.reason} ({w.error:.3g} hULP); the exact "
-                f"result of these inputs moved by one float step scores up to "
+                f"  {op} {dname} ({impl}) R={w.radius:.4g}: {w.reason} ({w.error:.3g} hULP); "
+                f"the exact result of these inputs moved by one float step scores up to "
                 f"{w.sensitivity:.3g} hULP"
             )
             lines.append(f"    inputs (float.hex): {w.inputs}")
@@ -1237,7 +1310,7 @@ def plot_report(report: Report, path: Path) -> None:
         matplotlib.use("Agg")
         import matplotlib.pyplot as plt
 
-    impls = sorted({k[0] for k in report.table}, key=lambda s: (s != "poincare", s))
+    impls = _impl_order(report)
     dtypes = sorted({k[2] for k in report.table}, key=lambda s: s != "float32")
     fig, axes = plt.subplots(
         len(impls), len(dtypes), figsize=(7 * len(dtypes), 5 * len(impls)), squeeze=False
@@ -1275,13 +1348,98 @@ def plot_report(report: Report, path: Path) -> None:
     plt.close(fig)
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    """Command line: measure, print the tables, write the PNG; returns the exit status
-    (0, or 1 if some op of ours fails the contract below the representable radius)."""
+KNOWN_MISSES: dict[tuple[str, str], float] = {}
+"""The documented misses of the contract: ``(op, dtype name) -> R``, the usable radius the op
+reaches, in units of the curvature radius (``sqrt(c) * radius``), on every path. Any other op
+of this library below the representable radius, or a known miss below its ``R``, makes
+:func:`shortfalls` report it (and the command exit with status 1)."""
+
+
+def shortfalls(report: Report) -> list[str]:
+    """The ops of this library that fall short in ``report``: one line per (op, dtype, path)
+    whose usable radius is below the representable radius (or, for a :data:`KNOWN_MISSES`
+    entry, below its documented radius)."""
+    out = []
+    for (impl, op, dname), _ in sorted(report.table.items()):
+        if impl not in OURS:
+            continue
+        usable = report.usable(impl, op, dname)
+        top = report.max_radius[dname][1]
+        known = KNOWN_MISSES.get((op, dname))
+        need = top if known is None else min(top, known / math.sqrt(report.c))
+        if usable < need * (1 - 1e-9):
+            what = "representable" if known is None else "documented"
+            out.append(
+                f"{op} {dname} ({impl}) at c={report.c:g}: usable radius {usable:.4g} below "
+                f"the {what} radius {need:.4g}"
+            )
+    return out
+
+
+def _summary_cell(report: Report, op: str, dname: str) -> str:
+    """``max`` where every path of ours reaches the representable radius, else the usable
+    radius of each path (``eager / branch-free``), ``-`` where the op was not measured."""
+    top = report.max_radius[dname][1]
+    values = [report.usable(impl, op, dname) for impl in OURS if (impl, op, dname) in report.table]
+    if not values:
+        return "-"
+    if all(v >= top * (1 - 1e-9) for v in values):
+        return "max"
+    return " / ".join("max" if v >= top * (1 - 1e-9) else f"{v:.3g}" for v in values)
+
+
+def format_summary(reports: Sequence[Report]) -> str:
+    """The usable radius of every op of this library at every curvature of ``reports``, as a
+    Markdown table: one row per op, one column per curvature and dtype; ``max`` where every
+    measured path reaches the representable radius (given in the header row below it), else
+    the radius of each path, ``eager / branch-free``."""
+    dtypes = sorted({k[2] for r in reports for k in r.table}, key=lambda s: s != "float32")
+    ops = [op for op in OPS if any(k[1] == op and k[0] in OURS for r in reports for k in r.table)]
+    columns = [(r, d) for r in reports for d in dtypes]
+    head = "| op | " + " | ".join(f"c = {r.c:g}, {d}" for r, d in columns) + " |"
+    rule = "|---|" + "---|" * len(columns)
+    top = "| representable radius | " + " | ".join(f"{r.max_radius[d][1]:.4g}" for r, d in columns)
+    lines = [head, rule, top + " |"]
+    for op in ops:
+        cells = [_summary_cell(r, op, d) for r, d in columns]
+        lines.append(f"| `{op}` | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+README_MARKERS = ("<!-- accuracy:begin -->", "<!-- accuracy:end -->")
+"""The markers between which ``--write-readme`` writes the summary into README.md."""
+
+
+def write_readme(path: Path, text: str) -> None:
+    """Replace the text between :data:`README_MARKERS` in the file ``path`` by ``text``.
+
+    Raises ``ValueError`` if the file lacks the markers."""
+    begin, end = README_MARKERS
+    content = path.read_text()
+    i, j = content.find(begin), content.find(end)
+    if i < 0 or j < i:
+        raise ValueError(f"{path} has no {begin} ... {end} markers")
+    path.write_text(content[: i + len(begin)] + "\n" + text + "\n" + content[j:])
+
+
+def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="python -m verification.report", description=__doc__.split("\n\n")[0]
     )
-    parser.add_argument("--c", type=float, default=1.0, help="curvature (default 1.0)")
+    parser.add_argument(
+        "--c",
+        type=float,
+        nargs="+",
+        default=[1.0],
+        metavar="C",
+        help="curvatures, one report each and a summary of all (default 1.0)",
+    )
+    parser.add_argument(
+        "--path",
+        choices=[*PATHS, "both"],
+        default="both",
+        help="this library's eager path, its branch-free path, or both (default both)",
+    )
     parser.add_argument(
         "--samples", type=int, default=DEFAULT_SAMPLES, help=f"inputs per band ({DEFAULT_SAMPLES})"
     )
@@ -1289,6 +1447,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument(
         "--out", type=Path, default=Path("report_out"), help="PNG folder (default report_out)"
     )
+    parser.add_argument("--no-plot", action="store_true", help="write no PNG (needs no matplotlib)")
     parser.add_argument(
         "--dtype", choices=["float32", "float64", "both"], default="both", help="default both"
     )
@@ -1311,29 +1470,72 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument(
         "--jobs", type=int, default=min(2, os.cpu_count() or 1), help="worker processes"
     )
+    parser.add_argument(
+        "--write-readme",
+        action="store_true",
+        help="write the summary table into README.md, between its accuracy markers",
+    )
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Command line: measure at each curvature, print each report and (for several
+    curvatures) the summary, write the PNGs; returns the exit status: 0, or 1 if some op of
+    ours falls short (:func:`shortfalls`). A missing matplotlib (needed for the PNGs) ends the
+    command before any work, in one line."""
+    parser = _parser()
     args = parser.parse_args(argv)
+    if not args.no_plot:
+        try:
+            with optional_imports(
+                "matplotlib", extra="verify", purpose="the accuracy report's plot"
+            ):
+                import matplotlib  # noqa: F401
+        except MissingDependencyError as exc:
+            parser.exit(1, f"{parser.prog}: error: {exc}\n")
     dtypes = [torch.float32, torch.float64]
     if args.dtype != "both":
         dtypes = [getattr(torch, args.dtype)]
+    paths = list(PATHS) if args.path == "both" else [args.path]
     try:
-        report = measure(
+        reports = measure_curvatures(
+            args.c,
             ops=args.ops,
             dtypes=dtypes,
-            c=args.c,
             samples=args.samples,
             dim=args.dim,
             seed=args.seed,
             peers=args.peer,
             jobs=args.jobs,
+            paths=paths,
         )
     except ValueError as exc:
         parser.error(str(exc))
-    print(format_report(report))
-    png = args.out / f"accuracy_c{args.c:g}.png"
-    plot_report(report, png)
-    print(f"wrote {png}")
-    failing = any(w.reason for k, w in report.worst.items() if k[0] == "poincare")
-    return 1 if failing else 0
+    short: list[str] = []
+    for report in reports:
+        print(format_report(report))
+        if not args.no_plot:
+            png = args.out / f"accuracy_c{report.c:g}.png"
+            plot_report(report, png)
+            print(f"wrote {png}")
+        short += shortfalls(report)
+        print()
+    summary = format_summary(reports)
+    print("Usable radius by curvature (max: the representable radius, on every path measured)")
+    print(summary)
+    if args.write_readme:
+        command = "python -m verification.report " + " ".join(
+            sys.argv[1:] if argv is None else argv
+        )
+        write_readme(
+            Path(__file__).resolve().parent.parent / "README.md",
+            f"`{command.strip()}` ({args.samples} samples per band, dim {args.dim}, paths: "
+            f"{', '.join(paths)}):\n\n{summary}",
+        )
+    if short:
+        print("\nBelow the representable radius:")
+        print("\n".join(f"  {line}" for line in short))
+    return 1 if short else 0
 
 
 # The rows of the ops whose draws live in their own modules (gyroplanes and geodesics, the
