@@ -2,5 +2,6 @@
 
 `python -m benchmarks` runs the whole suite; `python -m benchmarks.core`,
 `python -m benchmarks.attention`, `python -m benchmarks.pairwise` and `python -m benchmarks.model`
-run one table each.
+run one table each. `python -m benchmarks.optimisers` runs geoopt's Riemannian optimisers on this
+library's ball and on geoopt's own, from far-out starts (convergence, not timing).
 """

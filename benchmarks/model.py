@@ -19,8 +19,8 @@ All variants (and with ``--compile`` their compiled twins, warmed up first so th
 is not timed; its time is reported apart) run in one process, interleaved round by round, the
 order rotating (:func:`benchmarks._common.interleaved`). Each
 figure is a median over rounds: the step time, clips per second (batch size / step time), and
-the medians of the per-round ratios: ``transformer`` clips/s over ``convgru`` clips/s (the issue
-asks for at least 1), each ``-fp64`` step time over its float32 twin's (at most 1.2), and a
+the medians of the per-round ratios: ``transformer`` clips/s over ``convgru`` clips/s (the target
+is at least 1), each ``-fp64`` step time over its float32 twin's (at most 1.2), and a
 compiled step's speed-up over the eager one. Absolute times on a shared CPU mean little; the
 ratios of interleaved runs are what is reported.
 
@@ -66,7 +66,7 @@ VARIANTS: dict[str, dict[str, object]] = {
     "convgru": {"use_transformer": False},
     "convgru-fp64": {"use_transformer": False, "fp64_hyper": True},
 }
-# The ratios: (the peer, what the ratio is, the issue's bound). An "-fp64" variant's peer is
+# The ratios: (the peer, what the ratio is, the target). An "-fp64" variant's peer is
 # its float32 twin.
 _CLIPS_RATIO = ("convgru", "clips/s vs convgru", ">= 1")
 _FP64_RATIO = ("step time vs float32", "<= 1.2")
@@ -162,7 +162,7 @@ def run(
 
     Returns:
         rows with the keys ``mode`` (``eager``/``compiled``), ``model``, ``step_ms``,
-        ``clips_per_s``, ``ratio`` and ``ratio_of`` (what the ratio is, with the issue's bound;
+        ``clips_per_s``, ``ratio`` and ``ratio_of`` (what the ratio is, with its target;
         ``None`` for a reference), ``vs_eager`` (a compiled step's speed-up over the eager
         one), ``compile_s`` (the first, compiling step, or the time until compilation
         failed), ``skipped`` (steps with a non-finite loss: they skip backward, so they are

@@ -96,6 +96,7 @@ ENTRY_POINTS = (
     "benchmarks.pairwise",
     "benchmarks.attention",
     "benchmarks.model",
+    "benchmarks.optimisers",
 )
 GEOOPT = ("the benchmark against geoopt", "dev")
 VIDEO_MODEL = ("the video model's benchmark", "train")
@@ -139,6 +140,8 @@ MISSING = [
     ("benchmarks.pairwise", "geoopt", GEOOPT),
     ("benchmarks.model", "numpy", VIDEO_MODEL),
     ("benchmarks.model", "tqdm", VIDEO_MODEL),
+    ("benchmarks.optimisers", "numpy", GEOOPT),
+    ("benchmarks.optimisers", "geoopt", GEOOPT),
 ]
 """(entry point, a module it needs, (what needs it, the extra that brings it))."""
 

@@ -130,7 +130,7 @@ def test_compile_fullgraph_op(name: str) -> None:
 
 
 def test_compile_three_ops_one_graph() -> None:
-    """The three-op function of the issue: one graph, no break."""
+    """The README's three-op function: one graph, no break."""
     torch._dynamo.reset()
 
     def f(x: Tensor, y: Tensor) -> Tensor:
