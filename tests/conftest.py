@@ -23,6 +23,7 @@ import pytest
 import torch
 from hypothesis import HealthCheck, note, settings
 
+import poincare
 from verification import metrics
 from verification import reference as ref
 
@@ -50,6 +51,23 @@ DTYPE_PARAMS = [
     pytest.param(torch.float32, id="float32"),
     pytest.param(torch.float64, id="float64"),
 ]
+
+#: The two implementations of every op under the contract: eager CPU code, with its
+#: data-dependent shortcuts, and the branch-free form that ``torch.compile``, ``torch.func``
+#: transforms and accelerators take (forced on the CPU by ``poincare.branch_free``).
+PATHS = ("eager", "branch-free")
+
+
+@pytest.fixture(params=PATHS)
+def path(request: pytest.FixtureRequest) -> Iterator[str]:
+    """Run the test on one path of :data:`PATHS`: a property module lists it in its
+    ``pytestmark = pytest.mark.usefixtures("path")``, so that each of its tests runs twice."""
+    if request.param == "branch-free":
+        with poincare.branch_free():
+            yield request.param
+    else:
+        yield request.param
+
 
 #: The bound of the contract: an op is accurate when its error is within 16 hULP.
 HULP_BOUND = 16.0

@@ -28,6 +28,9 @@ from verification.strategies import (
     weights,
 )
 
+#: Every property runs on both paths of the ops (tests/conftest.py).
+pytestmark = pytest.mark.usefixtures("path")
+
 B = 8
 
 

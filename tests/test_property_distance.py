@@ -33,6 +33,9 @@ from verification.strategies import (
     translated_points,
 )
 
+#: Every property runs on both paths of the ops (tests/conftest.py).
+pytestmark = pytest.mark.usefixtures("path")
+
 B = 8
 
 

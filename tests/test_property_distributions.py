@@ -27,6 +27,9 @@ from verification import reference_distributions as refd
 from verification.report_distributions import log_prob_error
 from verification.strategies import curvatures, dims, nearly_equal_pairs, points
 
+#: Every property runs on both paths of the ops (tests/conftest.py).
+pytestmark = pytest.mark.usefixtures("path")
+
 B = 3
 
 

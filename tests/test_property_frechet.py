@@ -32,6 +32,9 @@ from poincare import frechet_mean
 from verification import reference_means as ref_means
 from verification.strategies import curvatures, dims, points, seeds, translated_points, weights
 
+#: Every property runs on both paths of the ops (tests/conftest.py).
+pytestmark = pytest.mark.usefixtures("path")
+
 B = 3
 
 

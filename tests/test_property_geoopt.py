@@ -33,6 +33,12 @@ from verification import metrics
 from verification import reference as ref
 from verification.strategies import curvatures, dims, directions, matrices, points, weights
 
+#: The curvatures of the comparisons with geoopt: where geoopt's own float32 ops are finite (its
+#: curvature is held in the points' dtype, and beyond this range its float32 formulas overflow to
+#: NaN near the boundary). This library's accuracy over the whole verified range is the subject
+#: of the reference properties; here the two libraries are compared where both give numbers.
+GEOOPT_CURVATURES = curvatures(0.05, 5.0)
+
 with warnings.catch_warnings():
     # geoopt 0.5.1 decorates functions with the deprecated torch.jit.script at import.
     warnings.simplefilter("ignore", DeprecationWarning)
@@ -118,7 +124,7 @@ def _exact(fn: Callable[..., Any], *ts: torch.Tensor) -> list[Any]:
 @given(data=st.data())
 def test_property_geoopt_algebra(dtype: torch.dtype, data: st.DataObject) -> None:
     """mobius_add, mobius_sub, mobius_scalar_mul, mobius_matvec and gyration."""
-    c = data.draw(curvatures(), label="c")
+    c = data.draw(GEOOPT_CURVATURES, label="c")
     d = data.draw(dims(max_dim=5), label="dim")
     x, y, u = (_pts(data, dtype, c, d, n) for n in ("x", "y", "u"))
     r = data.draw(st.floats(-1.0, 1.0), label="r")
@@ -158,7 +164,7 @@ def test_property_geoopt_algebra(dtype: torch.dtype, data: st.DataObject) -> Non
 @given(data=st.data())
 def test_property_geoopt_maps(dtype: torch.dtype, data: st.DataObject) -> None:
     """expmap0, logmap0, expmap and logmap (v = the exact logmap, rounded)."""
-    c = data.draw(curvatures(), label="c")
+    c = data.draw(GEOOPT_CURVATURES, label="c")
     d = data.draw(dims(max_dim=5), label="dim")
     x, y = (_pts(data, dtype, c, d, n) for n in ("x", "y"))
     note_tensors(x=x, y=y)
@@ -189,7 +195,7 @@ def test_property_geoopt_maps(dtype: torch.dtype, data: st.DataObject) -> None:
 @given(data=st.data())
 def test_property_geoopt_distances(dtype: torch.dtype, data: st.DataObject) -> None:
     """dist and dist0: |ours - geoopt| <= 16 (eps d + Σ hulp) + |geoopt - exact|."""
-    c = data.draw(curvatures(), label="c")
+    c = data.draw(GEOOPT_CURVATURES, label="c")
     d = data.draw(dims(max_dim=5), label="dim")
     x, y = (_pts(data, dtype, c, d, n) for n in ("x", "y"))
     note_tensors(x=x, y=y)
@@ -215,7 +221,7 @@ def test_property_geoopt_distances(dtype: torch.dtype, data: st.DataObject) -> N
 @given(data=st.data())
 def test_property_geoopt_transport(dtype: torch.dtype, data: st.DataObject) -> None:
     """transp, transp0 and egrad2rgrad (linear in the vector: relative input allowances)."""
-    c = data.draw(curvatures(), label="c")
+    c = data.draw(GEOOPT_CURVATURES, label="c")
     d = data.draw(dims(max_dim=5), label="dim")
     x, y = (_pts(data, dtype, c, d, n) for n in ("x", "y"))
     v = data.draw(directions(d, (B,)), label="v").to(dtype)
@@ -240,7 +246,7 @@ def test_property_geoopt_transport(dtype: torch.dtype, data: st.DataObject) -> N
 @given(data=st.data())
 def test_property_geoopt_midpoint(dtype: torch.dtype, data: st.DataObject) -> None:
     """einstein_midpoint equals geoopt's weighted_midpoint (the Möbius gyromidpoint)."""
-    c = data.draw(curvatures(), label="c")
+    c = data.draw(GEOOPT_CURVATURES, label="c")
     d = data.draw(dims(max_dim=5), label="dim")
     n = data.draw(st.integers(1, 4), label="n")
     x = data.draw(
@@ -271,7 +277,7 @@ def _point_and_tangents(
     data: st.DataObject, dtype: torch.dtype
 ) -> tuple[float, poincare.PoincareBall, torch.Tensor, torch.Tensor, torch.Tensor]:
     """A curvature and its ball, ``B`` points up to the representable radius, two tangents."""
-    c = data.draw(curvatures(), label="c")
+    c = data.draw(GEOOPT_CURVATURES, label="c")
     d = data.draw(dims(max_dim=5), label="dim")
     x = data.draw(points(dtype, d, (B,), c=c), label="x")
     u, v = (_tangents(data, dtype, d, n) for n in ("u", "v"))

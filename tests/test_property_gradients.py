@@ -32,6 +32,9 @@ from verification.strategies import (
     weights,
 )
 
+#: Every property runs on both paths of the ops (tests/conftest.py).
+pytestmark = pytest.mark.usefixtures("path")
+
 B = 4
 #: Largest hyperbolic radius (in units of the curvature radius) of the reference comparisons.
 REFERENCE_RADIUS = 10.0

@@ -22,6 +22,9 @@ from hypothesis import strategies as st
 import poincare
 from verification.strategies import curvatures, dims, directions, points, translated_points
 
+#: Every property runs on both paths of the ops (tests/conftest.py).
+pytestmark = pytest.mark.usefixtures("path")
+
 B = 8
 RADIUS_FRACTION_GYROASSOC = 1.0 / 3.0
 

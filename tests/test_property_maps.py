@@ -38,6 +38,9 @@ from verification.strategies import (
     points,
 )
 
+#: Every property runs on both paths of the ops (tests/conftest.py).
+pytestmark = pytest.mark.usefixtures("path")
+
 B = 8
 #: Longest geodesic (in units of the curvature radius) of the expmap(logmap) round trip.
 ROUNDTRIP_MAX_LENGTH = 3.0

@@ -23,6 +23,9 @@ from hypothesis import strategies as st
 import poincare
 from verification.strategies import curvatures, dims, matrices, points
 
+#: Every property runs on both paths of the ops (tests/conftest.py).
+pytestmark = pytest.mark.usefixtures("path")
+
 B = 8
 
 

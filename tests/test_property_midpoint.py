@@ -30,6 +30,9 @@ import poincare
 from verification import reference as ref
 from verification.strategies import curvatures, dims, points, translated_points, weights
 
+#: Every property runs on both paths of the ops (tests/conftest.py).
+pytestmark = pytest.mark.usefixtures("path")
+
 B = 4
 
 

@@ -49,6 +49,9 @@ from verification.strategies import (
     scalars,
 )
 
+#: Every property runs on both paths of the ops (tests/conftest.py).
+pytestmark = pytest.mark.usefixtures("path")
+
 B = 4
 #: Largest hyperbolic radius (in units of the curvature radius) of the gradient comparisons.
 REFERENCE_RADIUS = 8.0

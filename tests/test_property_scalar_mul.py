@@ -25,6 +25,9 @@ from hypothesis import strategies as st
 import poincare
 from verification.strategies import curvatures, dims, points
 
+#: Every property runs on both paths of the ops (tests/conftest.py).
+pytestmark = pytest.mark.usefixtures("path")
+
 B = 8
 
 

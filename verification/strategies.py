@@ -37,6 +37,7 @@ with optional_imports("hypothesis", extra="verify", purpose="the Hypothesis stra
 from verification import reference as ref
 
 __all__ = [
+    "C_RANGE",
     "DTYPES",
     "FIXED_CURVATURES",
     "antipodal_pairs",
@@ -61,8 +62,12 @@ __all__ = [
 #: The floating-point dtypes whose points the strategies build.
 DTYPES: tuple[torch.dtype, ...] = (torch.float32, torch.float64)
 
-#: Curvatures that are always worth testing: the unit ball and a wide ball.
-FIXED_CURVATURES: tuple[float, ...] = (1.0, 0.1)
+#: The verified range of curvatures: every op meets the contract for ``c`` in it.
+C_RANGE: tuple[float, float] = (1e-4, 100.0)
+
+#: Curvatures that are always worth testing: both ends of the verified range, the unit ball and
+#: a wide ball whose curvature is not a float32 number.
+FIXED_CURVATURES: tuple[float, ...] = (1.0, 0.1, 1e-4, 100.0)
 
 _SEED_MAX = 2**32 - 1
 
@@ -134,10 +139,14 @@ def batch_shapes(max_dims: int = 2, max_side: int = 4) -> st.SearchStrategy[tupl
 
 
 def curvatures(
-    min_c: float = 0.05, max_c: float = 5.0, fixed: bool = True
+    min_c: float = C_RANGE[0], max_c: float = C_RANGE[1], fixed: bool = True
 ) -> st.SearchStrategy[float]:
-    """Curvatures ``c``: the fixed values 1 and 0.1 (when ``fixed``, about half the time) or
-    uniform in ``[min_c, max_c]``.
+    """Curvatures ``c``: log-uniform in ``[min_c, max_c]`` (default the whole verified range
+    :data:`C_RANGE`), and, when ``fixed``, about half the time one of :data:`FIXED_CURVATURES`
+    inside those bounds.
+
+    The exponent is drawn uniformly, so every decade of the range is as likely as any other;
+    it shrinks towards ``c = 1`` when 1 is in the range (else towards ``min_c``).
 
     Raises ``ValueError`` if the bounds are not finite positive floats with ``min_c <= max_c``.
     """
@@ -145,10 +154,14 @@ def curvatures(
     hi = _check_c(max_c, "max_c")
     if hi < lo:
         raise ValueError(f"max_c ({max_c}) must be >= min_c ({min_c})")
-    ranged = st.floats(min_value=lo, max_value=hi, allow_nan=False, allow_infinity=False)
-    if not fixed:
+    e_lo, e_hi = math.log10(lo), math.log10(hi)
+    ranged = st.floats(min_value=e_lo, max_value=e_hi).map(
+        lambda e: min(max(10.0**e, lo), hi)
+    )
+    inside = [v for v in FIXED_CURVATURES if lo <= v <= hi]
+    if not fixed or not inside:
         return ranged
-    return st.one_of(st.sampled_from(FIXED_CURVATURES), ranged)
+    return st.one_of(st.sampled_from(inside), ranged)
 
 
 @st.composite
@@ -193,11 +206,13 @@ def hyperbolic_radii(
 ) -> st.SearchStrategy[float]:
     """Hyperbolic radii (distances from the origin) for points of ``dtype`` at curvature ``c``.
 
-    With probability about 1/10 each: exactly 0, a tiny radius ``2**-k`` (``k`` up to 60 for
-    float32 and 500 for float64, so that ``|x|**2`` underflows), and ``math.inf`` meaning "the
-    outermost representable shell" (only when ``shell`` is true and ``max_radius`` is None or at
-    least the representable radius); otherwise uniform in ``[0, R]`` with
-    ``R = min(max_radius, poincare.max_radius(dtype, c=c))``.
+    Radii are in units of the curvature radius ``1/sqrt(c)``, so that every curvature sees the
+    same shapes of the ball. With probability about 1/10 each: exactly 0, a tiny radius
+    ``2**-k / sqrt(c)`` (``k`` up to 60 for float32 and 500 for float64, so that ``|x|**2``
+    underflows), and ``math.inf`` meaning "the outermost representable shell" (only when
+    ``shell`` is true and ``max_radius`` is None or at least the representable radius);
+    otherwise uniform in ``[0, R]`` with ``R = min(max_radius, poincare.max_radius(dtype, c=c))``
+    (the representable radius is itself ``max_radius(dtype, c=1) / sqrt(c)``).
     """
     _check_dtype(dtype)
     cf = _check_c(c)
@@ -211,7 +226,8 @@ def hyperbolic_radii(
         if kind == _ORIGIN:
             return 0.0
         if kind == _TINY:
-            return min(math.ldexp(1.0, -draw(st.integers(min_value=8, max_value=k_max))), r_max)
+            k = draw(st.integers(min_value=8, max_value=k_max))
+            return min(math.ldexp(1.0, -k) / math.sqrt(cf), r_max)
         if kind == _SHELL and shell and full:
             return math.inf
         return draw(st.floats(min_value=0.0, max_value=r_max, allow_nan=False))
@@ -345,7 +361,7 @@ def nearly_equal_pairs(
 
     Per pair one of: ``y`` identical to ``x``; ``y`` is ``x`` with every component moved by
     ``-4..4`` float steps (then projected); ``y = x ⊕ t`` for a point ``t`` at hyperbolic distance
-    ``2**-k`` from the origin (``k`` in ``[4, 40]``), computed in float64 and projected in
+    ``2**-k / sqrt(c)`` from the origin (``k`` in ``[4, 40]``), computed in float64 and projected in
     ``dtype``.
     """
     _check_dtype(dtype)
@@ -361,7 +377,9 @@ def nearly_equal_pairs(
     steps = torch.randint(-4, 5, (*shape, d), generator=gen)
     nudged = poincare.project(_nudge_ulps(x, steps), c=cf)
     ks = draw(st.lists(st.integers(4, 40), min_size=n, max_size=n))
-    small_r = torch.tensor([math.ldexp(1.0, -k) for k in ks], dtype=torch.float64).reshape(shape)
+    small_r = torch.tensor(
+        [math.ldexp(1.0, -k) / math.sqrt(cf) for k in ks], dtype=torch.float64
+    ).reshape(shape)
     t = points_at_radii(small_r, draw(directions(d, shape)), torch.float64, c=cf)
     moved = poincare.project(poincare.mobius_add(x.to(torch.float64), t, c=cf).to(dtype), c=cf)
     y = torch.where(kinds == 0, x, torch.where(kinds == 1, nudged, moved))
