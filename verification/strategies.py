@@ -155,9 +155,7 @@ def curvatures(
     if hi < lo:
         raise ValueError(f"max_c ({max_c}) must be >= min_c ({min_c})")
     e_lo, e_hi = math.log10(lo), math.log10(hi)
-    ranged = st.floats(min_value=e_lo, max_value=e_hi).map(
-        lambda e: min(max(10.0**e, lo), hi)
-    )
+    ranged = st.floats(min_value=e_lo, max_value=e_hi).map(lambda e: min(max(10.0**e, lo), hi))
     inside = [v for v in FIXED_CURVATURES if lo <= v <= hi]
     if not fixed or not inside:
         return ranged
