@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import functools
 import math
+import numbers
 import threading
 from collections.abc import Callable
-from typing import Any, TypeVar, cast
+from typing import Any, TypeGuard, TypeVar, cast
 
 import torch
 from torch import Tensor
@@ -24,12 +25,14 @@ __all__ = [
     "branch_free",
     "check_broadcast",
     "check_curvature",
+    "check_curvature_batch",
     "check_dim",
     "check_last_dims",
     "check_tensor",
     "common_dtype",
     "curvature_range",
     "host_branches",
+    "is_real",
     "prepare",
 ]
 
@@ -159,17 +162,25 @@ def common_dtype(*tensors: Tensor) -> torch.dtype:
 _CURVATURE_MESSAGE = "c must be a finite, strictly positive curvature"
 
 
+def is_real(value: object) -> TypeGuard[numbers.Real]:
+    """Whether ``value`` is a real number: any :class:`numbers.Real` (Python and NumPy integers
+    and floats, ``np.float32`` included) except ``bool`` (NumPy's ``bool_`` is no
+    :class:`numbers.Real` either)."""
+    return isinstance(value, numbers.Real) and not isinstance(value, bool)
+
+
 def check_curvature(c: object) -> float:
     """Return a Python curvature as a float, raising unless it is finite and positive.
 
     This is the one check of a curvature given as a number, used by every op, module and loss.
+    Any real number is accepted (:func:`is_real`: NumPy scalars included).
 
     Raises:
         TypeError: ``c`` is not a real number (``bool`` included).
         ValueError: ``c`` is not finite or not strictly positive (an integer too large for a
             float included).
     """
-    if isinstance(c, bool) or not isinstance(c, (int, float)):
+    if not is_real(c):
         raise TypeError(
             f"{_CURVATURE_MESSAGE} (a float, a tensor or a PoincareBall), got {type(c).__name__}"
         )
@@ -310,12 +321,21 @@ def prepare(
     batch = check_broadcast(**tensors) if broadcast else None
     device = values[0].device
     cc = as_curvature(c, comp, device, storage=out)
-    if batch is not None and isinstance(c, Tensor) and c.dim() > 0:
+    if batch is not None:
+        check_curvature_batch(c, batch, "the inputs'", "x[..., :1]")
+    return out, comp, cc, [t.to(comp) for t in values]
+
+
+def check_curvature_batch(c: object, batch: tuple[int, ...], whose: str, what: str) -> None:
+    """``ValueError`` naming ``c`` unless a tensor curvature broadcasts against
+    ``(*batch, 1)``, the shape of the rows it applies to (``whose`` and ``what`` describe them in
+    the message, e.g. ``"the inputs'"`` and ``"x[..., :1]"``). Numbers and 0-d tensors always
+    fit."""
+    if isinstance(c, Tensor) and c.dim() > 0:
         try:
             _broadcast(tuple(c.shape), (*batch, 1))
         except ValueError:
             raise ValueError(
-                f"c of shape {tuple(c.shape)} does not broadcast against the inputs' "
-                f"{(*batch, 1)} (x[..., :1])"
+                f"c of shape {tuple(c.shape)} does not broadcast against {whose} "
+                f"{(*batch, 1)} ({what})"
             ) from None
-    return out, comp, cc, [t.to(comp) for t in values]

@@ -103,6 +103,7 @@ from ._numerics import (
     gap_precise,
     max_norm,
     norm,
+    onto_shell,
     pow2_factors,
     sqnorm,
     tanh_over,
@@ -405,8 +406,8 @@ def frechet_mean(
     Returns:
         ``(..., D)``: ``x``'s shape without ``dim`` (broadcast against ``weights``), strictly
         inside the ball, in the (promoted) dtype of ``x`` and ``weights``. Points on or outside
-        the boundary (a caller's error) are treated as lying on the outermost shell: the result
-        stays finite.
+        the boundary (a caller's error) are treated as lying on the outermost shell of their
+        dtype, in their direction (the result is that of ``project(x)``).
 
     Raises:
         TypeError: ``x`` or ``weights`` is not a real floating tensor, ``dim`` is not an int,
@@ -431,6 +432,8 @@ def frechet_mean(
             raise ValueError(
                 f"c of shape {tuple(c.shape)} does not broadcast against the means' {(*batch, 1)}"
             ) from None
+    # Points outside the ball (a caller's error) act from the outermost shell of their dtype.
+    xx = onto_shell(xx, (cc.unsqueeze(-2) if cc.dim() > 0 else cc).sqrt(), shell=max_norm(out))
     # Only the ratios of the weights matter: divide them by the power of two nearest their
     # largest, so that neither huge nor subnormal weights overflow or lose bits.
     s1, s2 = pow2_factors(ww.amax(dim=-1, keepdim=True))

@@ -12,7 +12,8 @@ broadcasts against the per-row scalars ``(..., 1)``; a tensor that requires grad
 gradient), :math:`s = \sqrt c`. For a tangent vector ``z`` at the origin,
 :math:`t = s|z|` is its *scaled norm*, and with :math:`t_c = \min(\max(t, \tau), t_{max})`
 (:data:`TINY` :math:`= \tau`, ``t_max`` the scaled norm of the outermost representable shell,
-:func:`saturation`) the *tangent terms* are
+:func:`saturation`, or :func:`far_saturation` for the tangent vector of
+:func:`expmap0_add_raw`) the *tangent terms* are
 
 * :math:`a = \tanh(t_c)/\max(t, \tau)`, so that :math:`\exp_0(z) = a z`;
 * :math:`C = \cosh^2 t_c`, so that the gap of :math:`\exp_0(z)` is :math:`1 - c|a z|^2 = 1/C`;
@@ -30,7 +31,7 @@ import torch
 from torch import Tensor
 
 from ._checks import host_branches
-from ._numerics import acosh1p, dot, gap_precise, max_norm
+from ._numerics import acosh1p, dot, gap_precise, max_norm, norm
 
 __all__ = [
     "TINY",
@@ -39,6 +40,7 @@ __all__ = [
     "expmap0_add_lorentz_raw",
     "expmap0_add_raw",
     "expmap0_with_gap",
+    "far_saturation",
     "lorentz_cosh_minus_one",
     "midpoint_logmap0",
     "saturation",
@@ -63,6 +65,22 @@ def saturation(dtype: torch.dtype) -> float:
     return math.atanh(max_norm(dtype))
 
 
+def far_saturation(dtype: torch.dtype) -> float:
+    r"""The largest scaled norm ``t`` at which :func:`expmap0_add_raw` forms the tangent terms of
+    its tangent vector: :math:`\log(\text{max})/4` of ``dtype`` (177.4 in float64, 22.2 in
+    float32).
+
+    There :math:`\cosh^2 t` and its products with the other terms (at most 4) stay finite, and
+    the gap :math:`1/\cosh^2 t \approx 4e^{-2t}` of :math:`\exp_0(z)` is so small that the
+    Möbius sum with any representable point is on the outermost shell: its gap is at most that
+    gap times :math:`2/B_b \le 4/\epsilon`, far below :math:`\epsilon` (``1e-138`` in
+    float64). So clamping ``t`` there changes no result, while clamping it at
+    :func:`saturation` (the shell of :math:`\exp_0(z)` itself) would move the sum inwards
+    by up to the bias's distance from the origin.
+    """
+    return math.log(torch.finfo(dtype).max) / 4
+
+
 def _sqrt(c: CurvatureArg) -> CurvatureArg:
     return c.sqrt() if isinstance(c, Tensor) else math.sqrt(c)
 
@@ -75,11 +93,16 @@ def _grad_c(value: Tensor, c: CurvatureArg) -> Tensor | None:
 
 
 def scaled_norm(z: Tensor, c: CurvatureArg) -> Tensor:
-    """``t = sqrt(c)|z|`` over the last dimension, kept: (..., 1)."""
-    sq = dot(z, z)
+    """``t = sqrt(c)|z|`` over the last dimension, kept: (..., 1).
+
+    ``|z|`` is :func:`poincare._numerics.norm`, whose squares neither overflow nor underflow:
+    a tangent vector of any finite size (1e20 in float32, 1e155 in float64) has its finite
+    ``t`` and lands on the outermost shell in its own direction, not at the origin (whose
+    ``tanh(t_c)/t`` a ``t = inf`` would give)."""
+    n = norm(z)
     if isinstance(c, Tensor) or c != 1.0:
-        sq = sq * c
-    return sq.sqrt()
+        n = n * _sqrt(c)
+    return n
 
 
 class TangentTerms(NamedTuple):
@@ -130,7 +153,10 @@ class _ExpmapGap(torch.autograd.Function):
     :math:`\bar C = -\bar w/C^2` (gap) or :math:`2\bar w` (conformal factor), the gradient in
     the scaled norm is :math:`\bar t = \langle\bar b, v\rangle a' + \bar C C'`, and
     :math:`\partial t/\partial v = c v/t`, :math:`\partial t/\partial c = t/(2c)`, so
-    :math:`\bar v = a\bar b + \bar t\,(c/t)\,v` and :math:`\bar c = \bar t\,t/(2c)`.
+    :math:`\bar v = a\bar b + \bar t\,(c/t)\,v` and :math:`\bar c = \bar t\,t/(2c)`;
+    evaluated with :math:`w = v/t` as :math:`\bar t = \langle\bar b, w\rangle\,(t a') +
+    \bar C C'` and :math:`\bar v = a\bar b + c\,\bar t\,w`, which form no product with
+    ``v`` itself (finite for tangent vectors of any size).
     """
 
     generate_vmap_rule = True
@@ -154,8 +180,11 @@ class _ExpmapGap(torch.autograd.Function):
         k = tangent_terms(t, ctx.t_max)
         da, dc, _ = tangent_derivatives(t, ctx.t_max, k)
         grad_cc = -grad_w / (k.cc * k.cc) if ctx.gap else 2 * grad_w
-        grad_t = dot(grad_b, v) * da + grad_cc * dc
-        grad_v = torch.addcmul(k.a * grad_b, grad_t * (c / k.tt), v)
+        # v/t (of norm 1/s) in place of v: <b̄, v> of a huge v (1e30 in float32) against a
+        # large incoming gradient would overflow, and its product with a' (about a/t) is finite
+        w = v / k.tt
+        grad_t = dot(grad_b, w) * (da * k.tt) + grad_cc * dc
+        grad_v = torch.addcmul(k.a * grad_b, grad_t * c, w)
         grad_c = _grad_c(grad_t * t / (2 * c), c) if ctx.needs_input_grad[1] else None
         return grad_v, grad_c, None, None
 
@@ -214,8 +243,10 @@ class _Expmap0Add(torch.autograd.Function):
         if precise:
             # The value pairs the stored exp_0(z) with its own precise gap (instead of the exact
             # 1/cosh^2 t, which near the shell disagrees with the rounded point): the Möbius
-            # sum of the two stored points, as the composition computes it.
-            cs = torch.reciprocal(stored_gap(p, c))
+            # sum of the two stored points, as the composition computes it. Beyond the shell of
+            # z's dtype the stored point cannot carry its gap: the exact 1/cosh^2 t is kept.
+            rep = t <= saturation(z.dtype)
+            cs = torch.where(rep, torch.reciprocal(stored_gap(p, c)), k.cc)
             return torch.addcmul(s, q * cs, p) / torch.addcmul(gap_b, q, cs), t, q, den
         return torch.addcmul(s, q * k.g, z) / den, t, q, den
 
@@ -263,8 +294,12 @@ def expmap0_add_raw(z: Tensor, bias: Tensor, *, c: CurvatureArg, precise: bool =
     a ratio of sums of non-negative terms that never forms the gap of a rounded point.
     With ``precise`` (float64 data), the value pairs the rounded points with their own
     double-double gaps (:func:`stored_gap`), which keeps far-out sums that cancel exact; the
-    gradient is that of the closed form. ``z``: (..., D); ``bias``: (..., D), broadcastable;
-    both in the compute dtype.
+    gradient is that of the closed form. The tangent terms of ``z`` are clamped at
+    :func:`far_saturation`, not at the representable shell: a ``z`` beyond it puts the sum on
+    the outermost shell in the direction of ``z``, as the exact sum is, whatever the bias (the
+    bias's own terms are those of the stored point :math:`\exp_0(\text{bias})`, clamped at
+    :func:`saturation`). ``z``: (..., D); ``bias``: (..., D), broadcastable; both in the compute
+    dtype.
     """
     t_max = saturation(z.dtype)
     bp, gap_b = expmap0_with_gap(bias, c=c, t_max=t_max, gap=True)
@@ -274,7 +309,8 @@ def expmap0_add_raw(z: Tensor, bias: Tensor, *, c: CurvatureArg, precise: bool =
         # of the gap is that of the stored point (its gradient stays that of 1/cosh^2 t_b).
         # (Float32 data computed in float64 has 29 spare bits: its points need no pairing.)
         gap_b = gap_b + (stored_gap(bp, c) - gap_b).detach()
-    out: Tensor = _Expmap0Add.apply(z, bp, gap_b, c, t_max, precise)[0]  # type: ignore[no-untyped-call]
+    far = far_saturation(z.dtype)
+    out: Tensor = _Expmap0Add.apply(z, bp, gap_b, c, far, precise)[0]  # type: ignore[no-untyped-call]
     return out
 
 
@@ -534,7 +570,16 @@ class _CoshScore(torch.autograd.Function):
         neg_beta = -beta.to(dtype)
         if score == "cosh":
             return gm1 * neg_beta, gm1
-        d = _distance(acosh1p(gm1), c)
+        if torch.finfo(g_minus_1.dtype).tiny < torch.finfo(dtype).tiny:
+            # g - 1 given in a wider range than dtype's: below dtype's smallest normal it would
+            # round to (or lose its bits as) a subnormal, while the distance, about
+            # sqrt(2 (g - 1)), is a normal number. arcosh(1 + x) = log1p(x + sqrt(x) sqrt(x + 2))
+            # with sqrt(x) taken before the rounding keeps it.
+            root = g_minus_1.clamp(min=0.0).sqrt().to(dtype)
+            sd = torch.log1p(torch.addcmul(gm1, root, (gm1 + 2).sqrt_()))
+        else:
+            sd = acosh1p(gm1)
+        d = _distance(sd, c)
         return (d.mul_(d) if score == "squared" else d).mul_(neg_beta), gm1
 
     @staticmethod
@@ -613,7 +658,11 @@ def cosh_score(
     of non-negative terms). ``g - 1`` is taken as given (form it without cancellation, e.g.
     with :func:`lorentz_cosh_minus_one`), rounded to ``dtype``, and everything after (values and
     the backward pass, which keeps only :math:`g - 1`) runs in ``dtype``; negative values
-    (rounding) count as 0. Replaces ``-beta * f(pairwise_dist(x, y))``. ``g_minus_1``:
+    (rounding) count as 0. Where ``g - 1`` comes in a dtype of wider range (float64 for float32
+    scores), :math:`\sqrt{g - 1}` is taken before the rounding, so that a ``g - 1`` below the
+    normal range of ``dtype`` (about ``1e-38`` in float32) still gives its distance
+    :math:`\approx\sqrt{2(g - 1)}/s`, which is a normal number down to ``g - 1`` of about
+    ``1e-76``. Replaces ``-beta * f(pairwise_dist(x, y))``. ``g_minus_1``:
     (..., N, M); ``beta``: broadcastable; returns (..., N, M) in ``dtype``.
     """
     out: Tensor = _CoshScore.apply(g_minus_1, beta, c, score, dtype)[0]  # type: ignore[no-untyped-call]

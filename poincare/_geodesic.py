@@ -67,9 +67,9 @@ from torch import Tensor
 
 from ._checks import Curvature, check_last_dims, check_tensor, prepare
 from ._gyroplane import pow2_scale, unit_direction
-from ._numerics import asinh, dd_expmap, gap_precise, max_norm, norm, sqnorm
+from ._numerics import asinh, dd_expmap, gap_precise, max_norm, norm, onto_shell, sqnorm
 from ._precision import compute_dtype
-from .functional import _finish_point, expmap0, logmap0
+from .functional import _finish_point, _scalar, expmap0, logmap0
 
 __all__ = ["EXPONENT_LIMIT", "geodesic", "geodesic_unit", "mobius_fn_apply"]
 
@@ -77,27 +77,6 @@ EXPONENT_LIMIT = 4.0 * math.atanh(max_norm(torch.float64)) + 10.0
 r"""The largest :math:`|t u|` and :math:`|(1 - t) u|` of :func:`geodesic` (about 84.9): twice
 the float64 representable radius (:math:`u` never exceeds it) plus a margin of 10, beyond
 which the point lies far outside every representable radius."""
-
-
-def _parameter(name: str, t: object, dtype: torch.dtype, device: torch.device) -> Tensor:
-    """``t`` (a real number, or a floating tensor that is 0-d or has a trailing size 1) as a
-    tensor of ``dtype``; ``TypeError``/``ValueError`` naming ``name`` otherwise."""
-    if isinstance(t, Tensor):
-        if not t.dtype.is_floating_point:
-            raise TypeError(
-                f"{name} must be a float or a floating tensor, got a tensor of {t.dtype}"
-            )
-        if t.dim() > 0 and t.shape[-1] != 1:
-            raise ValueError(
-                f"{name} must be a scalar or broadcast against x[..., :1] (trailing size 1), "
-                f"got shape {tuple(t.shape)}"
-            )
-        return t.to(dtype=dtype, device=device)
-    if isinstance(t, bool) or not isinstance(t, (int, float)):
-        raise TypeError(f"{name} must be a real number or a tensor, got {type(t).__name__}")
-    if not math.isfinite(t):
-        raise ValueError(f"{name} must be finite, got {t}")
-    return torch.tensor(float(t), dtype=dtype, device=device)
 
 
 def _check_parameter_shape(name: str, t: Tensor, *points: Tensor) -> None:
@@ -185,7 +164,8 @@ def geodesic(t: float | Tensor, x: Tensor, y: Tensor, *, c: Curvature = 1.0) -> 
     Returns:
         ``(..., D)`` point strictly inside the ball, in the promoted dtype of ``x``, ``y`` (and
         ``t`` when it is a tensor). Points on or outside the ball are treated as lying on the
-        outermost shell.
+        outermost shell of their dtype, in their direction (the result is that of ``project``
+        of them).
 
     Raises:
         TypeError, ValueError: bad dtypes, a ``t`` that is not finite or not shaped like
@@ -194,8 +174,11 @@ def geodesic(t: float | Tensor, x: Tensor, y: Tensor, *, c: Curvature = 1.0) -> 
     """
     check_last_dims(x=x, y=y)
     out, comp, cc, (xx, yy) = prepare(c, wide=True, x=x, y=y)
-    tt = _parameter("t", t, comp, xx.device)
+    tt = _scalar("t", t, comp, xx.device)
     _check_parameter_shape("t", tt, xx, yy)
+    # points outside the ball (a caller's error) act from the outermost shell of their dtype
+    sc, shell = cc.sqrt(), max_norm(out)
+    xx, yy = onto_shell(xx, sc, shell=shell), onto_shell(yy, sc, shell=shell)
     if isinstance(t, Tensor):
         out = torch.promote_types(out, t.dtype)
     return _finish_point(_geodesic(tt, xx, yy, cc, out == torch.float64), out, c)
@@ -253,15 +236,18 @@ def geodesic_unit(t: float | Tensor, x: Tensor, v: Tensor, *, c: Curvature = 1.0
         c: curvature.
 
     Returns:
-        ``(..., D)`` point strictly inside the ball, in the promoted dtype of the inputs.
+        ``(..., D)`` point strictly inside the ball, in the promoted dtype of the inputs. A start
+        point on or outside the ball is treated as lying on the outermost shell (as in
+        :func:`geodesic`).
 
     Raises:
         TypeError, ValueError: as :func:`geodesic`.
     """
     check_last_dims(x=x, v=v)
     out, comp, cc, (xx, vv) = prepare(c, wide=True, x=x, v=v)
-    tt = _parameter("t", t, comp, xx.device)
+    tt = _scalar("t", t, comp, xx.device)
     _check_parameter_shape("t", tt, xx, vv)
+    xx = onto_shell(xx, cc.sqrt(), shell=max_norm(out))  # as in geodesic
     if isinstance(t, Tensor):
         out = torch.promote_types(out, t.dtype)
     res = _geodesic_unit(tt, xx, vv, cc, out == torch.float64, v.dtype)

@@ -38,7 +38,7 @@ import torch
 from torch import Tensor
 
 from ._checks import Curvature, check_last_dims, prepare
-from ._numerics import asinh_over, dot, gap, pow2_factors, sqnorm
+from ._numerics import asinh_over, dot, gap, onto_shell, pow2_factors, sqnorm
 
 __all__ = ["dist2plane", "pow2_scale", "sinh_dist2plane", "unit_direction"]
 
@@ -85,10 +85,14 @@ def unit_direction(a: Tensor, storage: torch.dtype | None = None) -> Tensor:
 def sinh_dist2plane(x: Tensor, p: Tensor, ahat: Tensor, c: Tensor) -> Tensor:
     r"""``(..., 1)``: :math:`\sinh(s_c d_\pm) = 2 s_c \langle N, \hat a\rangle / (B_p B_x)`
     with :math:`N = B_p (x - p) - c|x - p|^2 p`, for tensors already in the compute dtype
-    (``ahat`` a unit vector or 0). See the module docstring for why it does not cancel."""
+    (``ahat`` a unit vector or 0). See the module docstring for why it does not cancel.
+    Points on or beyond the boundary are treated as lying on the outermost shell
+    (:func:`poincare._numerics.onto_shell`)."""
     sc = c.sqrt()
-    _, _, bx = gap(x, sc)
-    _, _, bp = gap(p, sc)
+    nx, _, bx = gap(x, sc)
+    np_, _, bp = gap(p, sc)
+    # points outside the ball (a caller's error) act from the outermost shell, with its gap
+    x, p = onto_shell(x, sc, n=nx), onto_shell(p, sc, n=np_)
     s = x - p
     n_a = bp * dot(s, ahat) - c * sqnorm(s) * dot(p, ahat)
     return 2 * sc * n_a / (bp * bx)
@@ -139,7 +143,8 @@ def dist2plane(
 
     Returns:
         ``(...)`` (or ``(..., 1)`` with ``keepdim``), in the promoted dtype of the inputs. Points
-        on or outside the ball are treated as lying on the outermost shell (finite results).
+        ``x`` and ``p`` on or outside the ball are treated as lying on the outermost shell, in
+        their direction (the result is that of ``project`` of them).
 
     Raises:
         TypeError: an argument is not a real floating tensor, or ``c`` is not a number/tensor.

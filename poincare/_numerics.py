@@ -31,7 +31,9 @@ __all__ = [
     "gap_wide",
     "max_norm",
     "norm",
+    "onto_shell",
     "pow2_factors",
+    "shell_divisor",
     "sqnorm",
     "tanh_over",
 ]
@@ -208,6 +210,57 @@ def gap(x: Tensor, sc: Tensor, limit: float | None = None) -> tuple[Tensor, Tens
     return n, u, (1 - u) * (1 + u)
 
 
+def shell_divisor(x: Tensor, n: Tensor, sc: Tensor, shell: float | None = None) -> Tensor | None:
+    r"""The row divisor of :func:`onto_shell` (..., 1): :math:`s_c|x|/m` on the rows outside
+    the ball (:math:`s_c|x| > 1` as computed), 1 elsewhere, with ``m = shell`` (default
+    ``1 - eps/2`` of ``x``'s dtype); None (in eager CPU code) when no row is outside.
+    ``n = |x|`` (with its gradient), ``sc`` :math:`= \sqrt c`.
+
+    Divide the vector by it (not multiply by its inverse): the backward pass of a quotient
+    forms the derivative in the divisor from the quotient, :math:`-\bar q\,(v/d)/d`, while
+    that of a product would form :math:`\langle\bar q, v\rangle` with the huge vector itself,
+    which overflows."""
+    m = max_norm(x.dtype) if shell is None else shell
+    scaled = sc * n
+    outside = scaled > 1
+    if host_branches(x, sc) and not bool(outside.any()):
+        return None
+    return torch.where(outside, scaled / m, torch.ones_like(scaled))
+
+
+def onto_shell(
+    x: Tensor, sc: Tensor, shell: float | None = None, n: Tensor | None = None
+) -> Tensor:
+    r"""``x`` with every row outside the ball moved radially onto the outermost shell.
+
+    The rows with :math:`s_c|x| > 1` as computed (``sc`` :math:`= \sqrt c`: points outside
+    the ball, a caller's error) become :math:`m\,x/(s_c|x|)`, ``m = shell`` (by default
+    ``1 - eps/2`` of ``x``'s dtype): the point :func:`poincare.project` gives (up to its last
+    rounding), with the derivative of that radial map. The other rows are unchanged, bit for
+    bit, those within a rounding of the boundary included (their gap, from :func:`gap`, is
+    already that of the shell). An op that takes its vectors from this result and its gaps from
+    :func:`gap` treats a point outside the ball as lying on the outermost shell in its
+    direction, and forms no product of the size of its (possibly huge) norm. For data computed
+    in a wider dtype than its own, ``shell`` is the shell of the data's dtype (float32 points
+    outside the ball then land where ``project`` puts them in float32) and the op takes its
+    gaps from the result.
+
+    ``n = |x|`` (..., 1), as :func:`gap` returns it, saves a pass over ``x``; without it eager
+    CPU code tests the rows with a plain norm (one that overflows counts as outside). Eager CPU
+    code returns ``x`` itself when no row is outside; traced code divides every row by its
+    divisor (:func:`shell_divisor`, 1 for the rows inside).
+    """
+    if n is None:
+        if host_branches(x, sc):
+            with torch.no_grad():
+                plain = torch.linalg.vector_norm(x.detach(), dim=-1, keepdim=True)
+                if not bool((plain * sc.detach() > 1).any()):
+                    return x
+        n = norm(x)
+    d = shell_divisor(x, n, sc, shell)
+    return x if d is None else x / d
+
+
 def _exact_sqnorm(x: Tensor) -> tuple[Tensor, Tensor]:
     """``|x|^2`` of float64 rows as ``hi + lo``, accurate to about 2^-100 relative."""
     return dd.sqnorm(dd.const(x))
@@ -252,7 +305,13 @@ def exact_outside(x: Tensor, c: Tensor) -> Tensor:
     return exact_beyond(x, c, 1.0)
 
 
-def gap_precise(x: Tensor, c: Tensor, enabled: bool = True, limit: float | None = None) -> Tensor:
+def gap_precise(
+    x: Tensor,
+    c: Tensor,
+    enabled: bool = True,
+    limit: float | None = None,
+    plain: Tensor | None = None,
+) -> Tensor:
     """``B = 1 - c|x|^2`` accurate to a relative ulp of ``B`` itself (not of 1).
 
     The plain form (:func:`gap`) rounds ``|x|`` to a relative ulp, which leaves ``B`` with a
@@ -261,9 +320,11 @@ def gap_precise(x: Tensor, c: Tensor, enabled: bool = True, limit: float | None 
     ``c |x|^2`` in double-double arithmetic; the value is the precise one while the gradient is
     that of the plain formula (the two differ by rounding only). Other dtypes, and
     ``enabled=False`` (float64 work on float32 data, where the plain form already has 29 spare
-    bits), use :func:`gap` (with ``limit``).
+    bits), use :func:`gap` (with ``limit``). ``plain``, when given, is that plain gap, already
+    computed by the caller (``gap(x, sqrt(c), limit)[2]``).
     """
-    _, _, plain = gap(x, c.sqrt(), limit)
+    if plain is None:
+        _, _, plain = gap(x, c.sqrt(), limit)
     if x.dtype != torch.float64 or not enabled:
         return plain
     with torch.no_grad():
@@ -277,7 +338,9 @@ def gap_precise(x: Tensor, c: Tensor, enabled: bool = True, limit: float | None 
     return plain + (precise - plain).detach()
 
 
-def gap_wide(x: Tensor, c: Tensor, limit: float | None = None) -> Tensor:
+def gap_wide(
+    x: Tensor, c: Tensor, limit: float | None = None, plain: Tensor | None = None
+) -> Tensor:
     """``B = 1 - c|x|^2`` of ``float32`` rows accurate to a relative ulp of ``B`` itself, the
     vectors staying in ``float32``.
 
@@ -289,11 +352,12 @@ def gap_wide(x: Tensor, c: Tensor, limit: float | None = None) -> Tensor:
     (Sterbenz) and its rounding to float32 is the only error of size ``eps``. The value is the
     precise one, the gradient that of the plain float32 formula (they differ by rounding).
     Points beyond the boundary (a caller's error) get the gap of the outermost shell of the
-    compute dtype (or of ``limit``). Other dtypes: :func:`gap_precise`.
+    compute dtype (or of ``limit``). Other dtypes: :func:`gap_precise`. ``plain``: as there.
     """
     if x.dtype != torch.float32:
-        return gap_precise(x, c, True, limit)
-    _, _, plain = gap(x, c.sqrt(), limit)
+        return gap_precise(x, c, True, limit, plain)
+    if plain is None:
+        _, _, plain = gap(x, c.sqrt(), limit)
     with torch.no_grad():
         n: Tensor = torch.linalg.vector_norm(x.detach(), dim=-1, keepdim=True, dtype=torch.float64)
         m = max_norm(x.dtype) if limit is None else limit
@@ -315,7 +379,8 @@ def dd_expmap(
     rounded. ``scale`` (an exact power of two, default 1) is the factor by which the true
     tangent vector exceeds ``v``: a huge ``v`` is passed scaled down, so its squares stay finite.
     ``t`` (``>= 0``, (..., 1)), when given, is the step's argument itself (``x ⊕ tanh(t) v̂/s_c``,
-    the unit-speed geodesic), instead of ``s_c |v| / B_x``.
+    the unit-speed geodesic), instead of ``s_c |v| / B_x``. A base point on or beyond the
+    boundary gets the gap of the outermost shell (as in :func:`gap_precise`).
     """
     with torch.no_grad():
         shape = torch.broadcast_shapes(x.shape, v.shape)  # type: ignore[no-untyped-call]
@@ -326,6 +391,11 @@ def dd_expmap(
         cdd = dd.const(c)
         one = dd.const(torch.ones_like(c))
         bx = dd.add(one, dd.neg(dd.mul(cdd, dd.sqnorm(dd.const(x)))))
+        # Points on or beyond the boundary (a caller's error, or one moved onto the outermost
+        # shell and rounded onto the boundary) get the shell's gap, as in gap_precise.
+        m = max_norm(x.dtype)
+        on = bx[0] <= 0
+        bx = (torch.where(on, (1 - m) * (1 + m), bx[0]), torch.where(on, 0.0, bx[1]))
         nv = dd.sqrt(dd.sqnorm(dd.const(v)))
         if t is None:
             t = torch.sqrt(c) * dd.round_(nv) / dd.round_(bx)

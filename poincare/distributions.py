@@ -25,8 +25,8 @@ from torch.distributions import Distribution, constraints
 from torch.types import _size
 
 from . import functional as PF
-from ._checks import as_curvature, check_curvature, check_tensor, host_branches
-from ._numerics import exact_outside
+from ._checks import as_curvature, check_curvature, check_tensor, host_branches, is_real
+from ._numerics import exact_outside, max_norm, onto_shell
 from ._precision import compute_dtype
 from .manifold import PoincareBall
 
@@ -242,8 +242,9 @@ class WrappedNormal(Distribution):
                     f"have last dimension 1 (isotropic) or {dim} (diagonal)"
                 )
         else:
-            if isinstance(scale, bool) or not isinstance(scale, (int, float)):
+            if not is_real(scale):
                 raise TypeError(f"scale must be a float or a tensor, got {type(scale).__name__}")
+            scale = float(scale)
             if not (math.isfinite(scale) and scale > 0):
                 raise ValueError(f"scale must be positive and finite, got {scale!r}")
             sc = torch.full((1,), float(scale), dtype=loc.dtype, device=loc.device)
@@ -254,9 +255,10 @@ class WrappedNormal(Distribution):
         try:
             batch = torch.Size(torch.broadcast_shapes(*shapes))  # type: ignore[no-untyped-call]
         except RuntimeError as err:
+            shape_c = f"c of shape {tuple(cc.shape)}" if isinstance(cc, Tensor) else "c"
             raise ValueError(
                 f"the batch shapes of loc {tuple(loc.shape[:-1])}, scale "
-                f"{tuple(sc.shape[:-1])} and c do not broadcast"
+                f"{tuple(sc.shape[:-1])} and {shape_c} do not broadcast"
             ) from err
         self.loc = loc.to(dtype).expand(*batch, dim)
         self.scale = sc.to(dtype=dtype, device=loc.device).expand(*batch, sc.shape[-1])
@@ -350,9 +352,12 @@ class WrappedNormal(Distribution):
         with :math:`v = \lambda_\mu\log_\mu x` (computed as :math:`2\,P_{\mu\to0}\log_\mu x`),
         :math:`r = |v| = d_c(\mu, x)` (``poincare.dist`` for an isotropic scale) and
         :math:`\ell` = :func:`log_sinhc_sq`. Finite, with finite gradients, at every point of
-        the ball, ``value == loc`` and the outermost representable shell included; points on or
+        the ball, ``value == loc`` and the outermost representable shell included, for every
+        positive scale whose log-density is a number of the dtype (a point ``r`` from the mean
+        under a scale so small that :math:`r^2/2\sigma^2` exceeds the dtype's largest float,
+        e.g. ``3e-31`` in float32, gets ``-inf``, the rounding of its log-density); points on or
         beyond the boundary (a caller's error, rejected under validation) are evaluated as if
-        they lay on the outermost shell.
+        they lay on the outermost shell, in their direction (as ``project(value)``).
 
         Args:
             value: ``(..., D)`` points, broadcastable against ``batch_shape + (D,)``.
@@ -371,13 +376,17 @@ class WrappedNormal(Distribution):
         dtype = torch.promote_types(value.dtype, self.loc.dtype)
         comp = compute_dtype(dtype)
         loc = self.loc.to(comp)
-        x = value.to(comp)
+        cc = self.c.to(comp) if isinstance(self.c, Tensor) else self.c
+        sc = cc.sqrt() if isinstance(cc, Tensor) else torch.tensor(math.sqrt(cc), dtype=comp)
+        # points outside the ball (a caller's error) are evaluated from the outermost shell
+        x = onto_shell(value.to(comp), sc.to(value.device), shell=max_norm(dtype))
         scale = self.scale.to(comp)
         dim = self.event_shape[0]
         if self._isotropic:
             r = PF.dist(loc, x, c=self.c, keepdim=True)
             sq = r * r
-            quad = sq / (scale * scale)
+            z = r / scale  # (not sq / scale^2, whose denominator underflows for tiny scales)
+            quad = z * z
             log_scale = dim * torch.log(scale)
         else:
             w = PF.logmap(loc, x, c=self.c)
@@ -386,8 +395,7 @@ class WrappedNormal(Distribution):
             z = v / scale
             quad = (z * z).sum(dim=-1, keepdim=True)
             log_scale = torch.log(scale).sum(dim=-1, keepdim=True)
-        t = (self.c.to(comp) if isinstance(self.c, Tensor) else self.c) * sq
-        jac = (dim - 1) * log_sinhc_sq(t)
+        jac = (dim - 1) * log_sinhc_sq(cc * sq)
         out = -0.5 * quad - log_scale - (0.5 * dim * _LOG_2PI) - jac
         return out.squeeze(-1).to(dtype)
 

@@ -18,10 +18,16 @@ Conventions shared by every op:
   in the (promoted) dtype of the inputs, and point-valued results are passed through
   :func:`project` in that dtype, so they are strictly inside the ball *as stored*.
 * Bad arguments raise ``TypeError``/``ValueError`` naming the argument: a non-tensor or an
-  integer/complex dtype, ``c <= 0`` or non-finite ``c``, mismatched last dimensions.
+  integer/complex dtype, ``c <= 0`` or non-finite ``c`` (any real number is a number: NumPy
+  scalars included, ``bool`` not), a tensor ``c`` or batch shapes that do not broadcast,
+  mismatched last dimensions.
 * Points on or outside the ball are a caller's error (:func:`check_point` detects them). Every op
-  still returns finite values for them: the conformal factor is evaluated with the point's
-  scaled norm clamped to the outermost representable shell ``1 - eps/2``.
+  still returns finite values for them, whatever their size: the conformal factor is evaluated
+  with the point's scaled norm clamped to the outermost representable shell ``1 - eps/2``, and
+  a point outside the ball is moved radially onto that shell before any product of its
+  coordinates is formed (:func:`poincare._numerics.onto_shell`), so that the ops that document
+  it (:func:`logmap0`, :func:`logmap`, :func:`expmap`, the model conversions, the gyroplane
+  distance, geodesics, the Fréchet mean) give the result of :func:`project` of the point.
 
 Numerics. Every formula below is written so that no subtraction of nearly equal quantities
 occurs anywhere in the ball. The key identities (with :math:`B_x = 1 - c|x|^2`, always formed as
@@ -50,10 +56,12 @@ from ._checks import (
     Curvature,
     as_curvature,
     check_curvature,
+    check_curvature_batch,
     check_dim,
     check_last_dims,
     check_tensor,
     host_branches,
+    is_real,
     prepare,
 )
 from ._fused import expmap0_add_lorentz_raw, expmap0_add_raw, saturation
@@ -70,7 +78,9 @@ from ._numerics import (
     gap_wide,
     max_norm,
     norm,
+    onto_shell,
     pow2_factors,
+    shell_divisor,
     sqnorm,
     tanh_over,
 )
@@ -207,10 +217,13 @@ def project(x: Tensor, *, c: Curvature = 1.0) -> Tensor:
         :func:`check_point` to reject them).
 
     Raises:
-        TypeError, ValueError: on a non-floating ``x`` or an invalid ``c``.
+        TypeError, ValueError: on a non-floating ``x`` or an invalid ``c`` (a tensor ``c`` must
+            broadcast against ``x[..., :1]``).
     """
     check_tensor("x", x)
-    return _project(x, as_curvature(c, torch.float64, x.device))
+    cc = as_curvature(c, torch.float64, x.device)
+    check_curvature_batch(c, tuple(x.shape[:-1]), "x's", "x[..., :1]")
+    return _project(x, cc)
 
 
 def check_point(x: Tensor, *, c: Curvature = 1.0) -> None:
@@ -282,9 +295,21 @@ def conformal_factor(x: Tensor, *, c: Curvature = 1.0, keepdim: bool = True) -> 
 # ---------------------------------------------------------------------------------------------
 
 
+def _shell_gaps(
+    x: Tensor, c: Tensor, precise: bool, limit: float | None = None
+) -> tuple[Tensor, Tensor]:
+    """The gap of ``x`` (:func:`poincare._numerics.gap_precise`) and ``x`` with its rows outside
+    the ball moved onto the outermost shell (:func:`poincare._numerics.onto_shell`; their gap
+    is the shell's), from one norm: the points of an op that treats points outside the ball as
+    lying on the outermost shell, and forms no square of their (possibly huge) norms."""
+    sc = c.sqrt()
+    n, _, plain = gap(x, sc, limit)
+    return gap_precise(x, c, precise, limit, plain), onto_shell(x, sc, limit, n)
+
+
 def _mobius_add(x: Tensor, y: Tensor, c: Tensor, precise: bool = False) -> Tensor:
-    bx = gap_precise(x, c, precise)
-    by = gap_precise(y, c, precise)
+    bx, x = _shell_gaps(x, c, precise)
+    by, y = _shell_gaps(y, c, precise)
     s = x + y
     css = c * sqnorm(s)
     return (bx * s + css * x) / (css + bx * by)
@@ -362,11 +387,13 @@ def _mobius_add_eager(x: Tensor, y: Tensor, c: Tensor, precise: bool) -> Tensor 
     sc = c.sqrt()
     nx, _, bx = gap(x, sc)
     ny, _, by = gap(y, sc)
-    if x.numel() == 0 or y.numel() == 0 or bool(((nx.amax() * sc) > 2) | ((ny.amax() * sc) > 2)):
+    # (per-row scaled norms: a per-row curvature scales each row by its own sqrt(c))
+    if x.numel() == 0 or y.numel() == 0 or bool(((nx * sc).amax() > 2) | ((ny * sc).amax() > 2)):
         return None
     if precise:
         bx, by = gap_precise(x, c), gap_precise(y, c)
-    shape = x.shape if x.shape == y.shape else torch.broadcast_shapes(x.shape, y.shape)  # type: ignore[no-untyped-call]
+    same = x.shape == y.shape and c.dim() == 0
+    shape = x.shape if same else torch.broadcast_shapes(x.shape, y.shape, c.shape)  # type: ignore[no-untyped-call]
     batch = (*shape[:-1], 1)
     bx, by = bx.detach().expand(batch), by.detach().expand(batch)
     p: Tensor = _MobiusAdd.apply(x.expand(shape), y.expand(shape), bx, by, c.detach())[0]  # type: ignore[no-untyped-call]
@@ -420,6 +447,18 @@ def mobius_sub(x: Tensor, y: Tensor, *, c: Curvature = 1.0) -> Tensor:
 
 
 def _scalar(name: str, r: object, dtype: torch.dtype, device: torch.device) -> Tensor:
+    """A scalar argument ``name`` (a real number, or a floating tensor that is 0-d or has a
+    trailing size 1) as a tensor of ``dtype``, clamped to its finite range: a factor or time
+    beyond it saturates every op anyway, so a Python integer beyond the float range is taken as
+    the largest float of its sign.
+
+    Raises:
+        TypeError: ``r`` is neither a real number (:func:`poincare._checks.is_real`) nor a
+            floating tensor.
+        ValueError: ``r`` is not finite (a tensor's values are checked where
+            :func:`poincare._checks.host_branches` allows it), or a tensor ``r`` has a trailing
+            size other than 1.
+    """
     if isinstance(r, Tensor):
         if not r.dtype.is_floating_point:
             raise TypeError(f"{name} must be a float or a floating tensor, got {r.dtype}")
@@ -434,12 +473,12 @@ def _scalar(name: str, r: object, dtype: torch.dtype, device: torch.device) -> T
                     raise ValueError(f"{name} must be finite, got a tensor with other values")
         big = torch.finfo(dtype).max
         return r.to(dtype=dtype, device=device).clamp(-big, big)
-    if isinstance(r, bool) or not isinstance(r, (int, float)):
+    if not is_real(r):
         raise TypeError(f"{name} must be a real number or a tensor, got {type(r).__name__}")
     try:
         value = float(r)
     except OverflowError:  # an integer beyond the float range: finite, and saturates like one
-        value = torch.finfo(torch.float64).max * (1.0 if r > 0 else -1.0)
+        value = torch.finfo(torch.float64).max * (-1.0 if r < 0 else 1.0)
     if not math.isfinite(value):
         raise ValueError(f"{name} must be finite, got {r}")
     # Beyond the dtype's range every factor saturates anyway: clamp rather than overflow to inf.
@@ -500,7 +539,8 @@ def mobius_matvec(m: Tensor, x: Tensor, *, c: Curvature = 1.0) -> Tensor:
         ``(..., out)`` point strictly inside the ball.
 
     Raises:
-        ValueError: ``m`` is not 2-D, or ``m.shape[1] != x.shape[-1]``.
+        ValueError: ``m`` is not 2-D, ``m.shape[1] != x.shape[-1]``, or a tensor ``c`` does not
+            broadcast against ``x[..., :1]``.
     """
     check_tensor("m", m)
     check_tensor("x", x)
@@ -509,6 +549,7 @@ def mobius_matvec(m: Tensor, x: Tensor, *, c: Curvature = 1.0) -> Tensor:
     if m.shape[1] != x.shape[-1]:
         raise ValueError(f"m has {m.shape[1]} input columns but x has last dimension {x.shape[-1]}")
     out, _, cc, (mm, xx) = prepare(c, broadcast=False, m=m, x=x)
+    check_curvature_batch(c, tuple(x.shape[:-1]), "x's", "x[..., :1]")
     sc = cc.sqrt()
     _, u, _ = gap(xx, sc)
     # M scaled by an exact power of two (undone in the length, never in the direction): a
@@ -522,8 +563,9 @@ def _gyration(a: Tensor, b: Tensor, u: Tensor, c: Tensor, precise: bool) -> Tens
     # gyr[a,b] is the rotation, in the plane spanned by a and b, by twice the argument of
     # z = (1 + c<a,b>) + i c |a ^ b|. Written with s = a + b (so that a ~ -b cancels nothing):
     #   Re z = 1 + c<a,b> = (B_a + B_b + c|s|^2) / 2,  |a ^ b|^2 = |a|^2|s|^2 - <a,s>^2.
-    ba = gap_precise(a, c, precise)
-    bb = gap_precise(b, c, precise)
+    # Points outside the ball (a caller's error) act from the outermost shell.
+    ba, a = _shell_gaps(a, c, precise)
+    bb, b = _shell_gaps(b, c, precise)
     s = a + b
     ss = sqnorm(s)
     aa = sqnorm(a)
@@ -708,15 +750,19 @@ def logmap0(y: Tensor, *, c: Curvature = 1.0) -> Tensor:
 
     Args:
         y: ``(..., D)`` points (points on or beyond the boundary are treated as lying on the
-            outermost representable shell: the result stays finite).
+            outermost representable shell, in their direction: the result is that of
+            ``project(y)``, of norm ``max_radius / 2``).
         c: curvature.
 
     Returns:
         ``(..., D)`` tangent vector at the origin, of norm :math:`d(0, y)/2`.
     """
     out, _, cc, (yy,) = prepare(c, y=y)
-    _, u, _ = gap(yy, cc.sqrt())
-    return (artanh_over(u) * yy).to(out)
+    sc = cc.sqrt()
+    n, u, _ = gap(yy, sc)
+    v = artanh_over(u) * yy
+    onto = shell_divisor(yy, n, sc)  # points outside the ball: from the shell
+    return (v if onto is None else v / onto).to(out)
 
 
 def expmap(x: Tensor, v: Tensor, *, c: Curvature = 1.0) -> Tensor:
@@ -734,7 +780,8 @@ def expmap(x: Tensor, v: Tensor, *, c: Curvature = 1.0) -> Tensor:
     may be representable, see :func:`_expmap_precise`).
 
     Args:
-        x: ``(..., D)`` base points.
+        x: ``(..., D)`` base points (points on or beyond the boundary are treated as lying on
+            the outermost representable shell: the result is that of ``project(x)``).
         v: ``(..., D)`` tangent vectors at ``x`` (Riemannian length :math:`\lambda_x|v|`).
         c: curvature.
 
@@ -750,7 +797,13 @@ def expmap(x: Tensor, v: Tensor, *, c: Curvature = 1.0) -> Tensor:
             if fast is not None:
                 return _finish_point(fast, out, c)
         cc, xx, vv = c64, xx.double(), vv.double()
-    res, t = _expmap_formula(xx, vv, cc, gap_precise(xx, cc, out == torch.float64))
+    # Base points outside the ball (a caller's error) act from the outermost shell of the
+    # data's dtype, with its gap: the point project(x) gives, as in the narrow form.
+    sc, lim = cc.sqrt(), max_norm(out)
+    n, _, plain = gap(xx, sc, lim)
+    bx = gap_precise(xx, cc, out == torch.float64, lim, plain)
+    xx = onto_shell(xx, sc, lim, n)
+    res, t = _expmap_formula(xx, vv, cc, bx)
     if out == torch.float64:
         # Values in double-double; gradients from the formula above (they differ by rounding).
         res = res + (_expmap_precise(xx, vv, cc, t, res) - res).detach()
@@ -791,10 +844,13 @@ def _expmap_narrow(x: Tensor, v: Tensor, c: Tensor, c64: Tensor) -> Tensor | Non
     of one hULP of ``x`` (``2 eps |x| / B_x`` with ``s_c|x|`` close to 1 wherever ``B_x`` is
     small).
     """
-    bx = gap_wide(x, c)
+    sc = c.sqrt()
+    n, u, plain = gap(x, sc)
+    bx = gap_wide(x, c, plain=plain)
+    x = onto_shell(x, sc, n=n)  # points outside the ball act from the shell (bx is its gap)
     res, t = _expmap_formula(x, v, c, bx)
     with torch.no_grad():
-        _, u, _ = gap(x.detach(), c.detach().sqrt())
+        u = u.detach()
         td = t.detach()
         narrow = (td <= 0.5) | (td - torch.atanh(u) > math.atanh(max_norm(x.dtype)) + 2)
         if bool(narrow.all()):
@@ -889,12 +945,14 @@ def logmap(x: Tensor, y: Tensor, *, c: Curvature = 1.0) -> Tensor:
         c: curvature.
 
     Returns:
-        ``(..., D)`` tangent vector at ``x`` of Riemannian length :math:`d(x, y)`.
+        ``(..., D)`` tangent vector at ``x`` of Riemannian length :math:`d(x, y)`. Points on or
+        beyond the boundary (a caller's error) are treated as lying on the outermost shell (the
+        result is that of ``project`` of them): it stays finite.
     """
     check_last_dims(x=x, y=y)
     out, _, cc, (xx, yy) = _prepare_map(c, x=x, y=y)
     sc = cc.sqrt()
-    bx, by = _map_gap(xx, cc, out), _map_gap(yy, cc, out)
+    (bx, xx), (by, yy) = _map_gap(xx, cc, out), _map_gap(yy, cc, out)
     s = yy - xx
     ss = _rowdot(s, s)
     xs = _rowdot(xx, s)
@@ -921,13 +979,20 @@ def _prepare_map(
     return out, comp, cc, values
 
 
-def _map_gap(x: Tensor, c: Tensor, out: torch.dtype) -> Tensor:
-    """The gap ``1 - c|x|^2`` of the maps and transports, accurate to a relative ulp of itself:
-    double-double for ``float64`` data, a float64 norm for ``float32`` data computed in
-    ``float32``, the plain form (29 spare bits) for data computed in a wider dtype."""
+def _map_gap(x: Tensor, c: Tensor, out: torch.dtype) -> tuple[Tensor, Tensor]:
+    """The gap ``1 - c|x|^2`` of the points of :func:`logmap`, accurate to a relative ulp of
+    itself (double-double for ``float64`` data, a float64 norm for ``float32`` data computed in
+    ``float32``, the plain form, with 29 spare bits, for data computed in a wider dtype), and
+    the points themselves, those outside the ball moved onto the outermost shell
+    (:func:`poincare._numerics.onto_shell`; the gap is then the shell's)."""
+    lim = _limit(out)
+    sc = c.sqrt()
+    n, _, plain = gap(x, sc, lim)
     if x.dtype == torch.float32:
-        return gap_wide(x, c)
-    return gap_precise(x, c, out == torch.float64, _limit(out))
+        b = gap_wide(x, c, lim, plain)
+    else:
+        b = gap_precise(x, c, out == torch.float64, lim, plain)
+    return b, onto_shell(x, sc, lim, n)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -986,6 +1051,28 @@ def dist0(x: Tensor, *, c: Curvature = 1.0, keepdim: bool = False) -> Tensor:
     return d if keepdim else d.squeeze(-1)
 
 
+def _pairwise_batch(x: Tensor, y: Tensor, c: object) -> tuple[int, ...]:
+    """The broadcast batch shape of :func:`pairwise_dist`'s ``x`` (..., N, D) and ``y``
+    (..., M, D), with a ``ValueError`` naming the argument unless they, and a tensor ``c``
+    against the distances' ``(..., 1, 1)``, broadcast."""
+    try:
+        batch: tuple[int, ...] = torch.broadcast_shapes(  # type: ignore[no-untyped-call]
+            x.shape[:-2], y.shape[:-2]
+        )
+    except RuntimeError:
+        raise ValueError(
+            f"y of shape {tuple(y.shape)} does not broadcast against x {tuple(x.shape)} (the "
+            "dimensions before the last two must broadcast)"
+        ) from None
+    if isinstance(c, Tensor) and c.dim() > 1 and c.shape[-2] != 1:
+        raise ValueError(
+            f"c of shape {tuple(c.shape)} must broadcast to the distances' (..., 1, 1): one "
+            "curvature per matrix of distances"
+        )
+    check_curvature_batch(c, (*batch, 1), "the distances'", "(..., 1, 1)")
+    return batch
+
+
 # Pairs whose squared Euclidean distance is below TAU * (|x|^2 + |y|^2) are recomputed from the
 # coordinate differences: the Gram expansion |x|^2 + |y|^2 - 2<x,y> loses about log2(1/TAU) bits
 # on them. For float32 inputs the Gram matrix is formed in float64, which leaves 29 spare bits.
@@ -1014,7 +1101,9 @@ def pairwise_dist(x: Tensor, y: Tensor, *, c: Curvature = 1.0, squared: bool = F
         ``(..., N, M)``.
 
     Raises:
-        ValueError: ``x`` or ``y`` has fewer than 2 dimensions, or the last dimensions differ.
+        ValueError: ``x`` or ``y`` has fewer than 2 dimensions, the last dimensions differ, the
+            leading dimensions do not broadcast, or a tensor ``c`` does not broadcast to
+            ``(..., 1, 1)``.
     """
     check_tensor("x", x)
     check_tensor("y", y)
@@ -1023,15 +1112,15 @@ def pairwise_dist(x: Tensor, y: Tensor, *, c: Curvature = 1.0, squared: bool = F
             raise ValueError(f"{name} must have shape (..., N, D), got {tuple(t.shape)}")
     check_last_dims(x=x, y=y)
     out, comp, cc, (xx, yy) = prepare(c, broadcast=False, x=x, y=y)
-    batch = torch.broadcast_shapes(  # type: ignore[no-untyped-call]
-        xx.shape[:-2], yy.shape[:-2]
-    )
+    batch = _pairwise_batch(x, y, c)
     n, m, d = xx.shape[-2], yy.shape[-2], xx.shape[-1]
     xx = xx.expand((*batch, n, d))
     yy = yy.expand((*batch, m, d))
     sc = cc.sqrt()
-    _, _, bx = gap(xx, sc)  # (..., N, 1)
-    _, _, by = gap(yy, sc)  # (..., M, 1)
+    nx, _, bx = gap(xx, sc)  # (..., N, 1)
+    ny, _, by = gap(yy, sc)  # (..., M, 1)
+    # points outside the ball (a caller's error) act from the outermost shell, with its gap
+    xx, yy = onto_shell(xx, sc, n=nx), onto_shell(yy, sc, n=ny)
 
     # One matrix product gives z_ij = c|x_i - y_j|^2 / (B_i B_j) (so cosh d - 1 = 2 z), through
     # augmented vectors [|x|^2 a, a, -2 a x] . [b, |y|^2 b, b y] with a = c/B_x, b = 1/B_y; a
@@ -1047,8 +1136,10 @@ def pairwise_dist(x: Tensor, y: Tensor, *, c: Curvature = 1.0, squared: bool = F
     del scale
     grad = torch.is_grad_enabled() and (xx.requires_grad or yy.requires_grad or cc.requires_grad)
     # Clamping at the smallest normal keeps sqrt's derivative finite at the recomputed pairs.
+    # (Out of place: torch.func.vmap has no batching rule for an in-place clamp.)
     tiny = torch.finfo(torch.float64).tiny
-    t = (z.clamp(min=tiny).sqrt() if grad else z.clamp_(min=tiny).sqrt_()).to(comp)
+    t = z.clamp(min=tiny)
+    t = (t.sqrt() if grad else t.sqrt_()).to(comp)
     if not host_branches(xx, yy, cc):
         # Branch-free (traced) form: every pair's difference, in chunks of rows of bounded
         # memory, taken where the expansion has cancelled.
@@ -1105,8 +1196,8 @@ def transp(x: Tensor, y: Tensor, v: Tensor, *, c: Curvature = 1.0) -> Tensor:
     """
     check_last_dims(x=x, y=y, v=v)
     out, _, cc, (xx, yy, vv) = prepare(c, wide=True, x=x, y=y, v=v)
-    bx = gap_precise(xx, cc, out == torch.float64, _limit(out))
-    by = gap_precise(yy, cc, out == torch.float64, _limit(out))
+    bx, xx = _shell_gaps(xx, cc, out == torch.float64, _limit(out))
+    by, yy = _shell_gaps(yy, cc, out == torch.float64, _limit(out))
     return (by / bx * _gyration(yy, -xx, vv, cc, out == torch.float64)).to(out)
 
 
@@ -1225,9 +1316,12 @@ def einstein_midpoint(
 
     Raises:
         ValueError: ``dim`` is out of range or is the last dimension; ``weights`` does not
-            broadcast, is negative or not finite.
+            broadcast, is negative or not finite; a tensor ``c`` does not broadcast against
+            the result's ``(..., 1)``.
     """
     d, xm, w_full = _points_and_weights(x, weights, dim)
+    means = tuple(xm.shape[:-2] if w_full is None else w_full.shape[:-1])
+    check_curvature_batch(c, means, "the midpoints'", "the result's (..., 1)")
     if w_full is None:
         out, _, cc, (xm,) = prepare(c, broadcast=False, x=xm)
         w = torch.ones_like(xm[..., 0])
@@ -1238,7 +1332,9 @@ def einstein_midpoint(
         s1, s2 = pow2_factors(w.amax(dim=-1, keepdim=True))
         w = w * s1 * s2
     cx = cc.unsqueeze(-2) if cc.dim() > 0 else cc
-    _, _, b = gap(xm, cx.sqrt())
+    sx = cx.sqrt()
+    n, _, b = gap(xm, sx)
+    xm = onto_shell(xm, sx, n=n)  # points outside the ball (a caller's error): from the shell
     om = w.unsqueeze(-1) / b  # (..., N, 1)
     big_om = om.sum(dim=-2)  # (..., 1)
     big_w = w.sum(dim=-1, keepdim=True)
@@ -1261,12 +1357,14 @@ def poincare_to_klein(x: Tensor, *, c: Curvature = 1.0) -> Tensor:
 
     Klein coordinates reach the boundary twice as fast as Poincaré ones, so points beyond half
     of :func:`max_radius` round onto the outermost Klein shell; the result is kept strictly
-    inside the Klein ball.
+    inside the Klein ball. Points on or beyond the boundary (a caller's error) are treated as
+    lying on the outermost shell (the result is that of ``project(x)``).
 
     Returns:
         ``(..., D)`` Klein points.
     """
     out, _, cc, (xx,) = prepare(c, x=x)
+    xx = onto_shell(xx, cc.sqrt())
     return _finish_point(2 * xx / (1 + cc * sqnorm(xx)), out, c)
 
 
@@ -1274,14 +1372,18 @@ def klein_to_poincare(k: Tensor, *, c: Curvature = 1.0) -> Tensor:
     r"""Klein model to Poincaré ball: :math:`x = k/(1 + \sqrt{1 - c|k|^2})`.
 
     :math:`1 - c|k|^2` is formed as :math:`(1 - s_c|k|)(1 + s_c|k|)`; Klein points on or outside
-    the boundary are treated as lying on the outermost shell.
+    the boundary are treated as lying on the outermost shell (the result is that of
+    ``project(k)``).
 
     Returns:
         ``(..., D)`` point strictly inside the Poincaré ball.
     """
     out, _, cc, (kk,) = prepare(c, k=k)
-    _, _, bk = gap(kk, cc.sqrt())
-    return _finish_point(kk / (1 + torch.sqrt(bk)), out, c)
+    sc = cc.sqrt()
+    n, _, bk = gap(kk, sc)
+    res = kk / (1 + torch.sqrt(bk))
+    onto = shell_divisor(kk, n, sc)  # Klein points outside the ball: from the shell
+    return _finish_point(res if onto is None else res / onto, out, c)
 
 
 def poincare_to_lorentz(x: Tensor, *, c: Curvature = 1.0) -> Tensor:
@@ -1294,11 +1396,16 @@ def poincare_to_lorentz(x: Tensor, *, c: Curvature = 1.0) -> Tensor:
     coordinates, :math:`h_0 = \sqrt{1/c + |h_{1:}|^2}`, in double-double and rounded upwards, so
     that the stored point is never space-like (it maps back strictly inside the ball).
 
+    Points on or beyond the boundary (a caller's error) are treated as lying on the outermost
+    shell of their dtype (the result is that of ``project(x)``).
+
     Returns:
         ``(..., D + 1)``, the time coordinate first.
     """
     out, _, cc, (xx,) = prepare(c, wide=True, x=x)
     sc = cc.sqrt()
+    # points outside the ball (a caller's error) act from the outermost shell of their dtype
+    xx = onto_shell(xx, sc, shell=max_norm(out))
     b = gap_precise(xx, cc, out == torch.float64, _limit(out))
     h0 = (1 + cc * sqnorm(xx)) / (sc * b)
     return _on_upper_sheet(h0, (2 * xx / b).to(out), cc, out)
@@ -1320,7 +1427,9 @@ def _on_upper_sheet(h0: Tensor, hs: Tensor, c: Tensor, out: torch.dtype) -> Tens
         below = (up.to(torch.float64) < hi) | ((up.to(torch.float64) == hi) & (lo > 0))
         up = torch.where(below, torch.nextafter(up, torch.full_like(up, math.inf)), up)
     h0o = h0.to(out)
-    h0o = h0o + (up - h0o).detach()
+    # exactly ``up`` (not h0o + (up - h0o), which cancels when the two differ widely), with
+    # the gradient of h0
+    h0o = up + (h0o - h0o.detach())
     return torch.cat([h0o.expand((*hs.shape[:-1], 1)), hs], dim=-1)
 
 

@@ -247,6 +247,24 @@ def test_cosh_score_values(score: str) -> None:
         torch.testing.assert_close(out.double(), -2.0 * f, rtol=rtol, atol=0.0)
 
 
+@pytest.mark.parametrize("score", ["distance", "squared"])
+def test_cosh_score_of_g_below_the_float32_range(score: str) -> None:
+    """A float64 ``g - 1`` below float32's smallest normal number (nearly equal points) gives
+    the distance ``2 asinh(sqrt((g - 1)/2))/sqrt(c)``, a normal float32 number, in float32
+    scores (not 0: ``g - 1`` itself underflows). ``0x1.9342a9a5e9000p-255`` with ``β = 2``
+    has the score ``-1.475e-38``."""
+    c, beta = 1.0, 2.0
+    gm1 = torch.tensor([[float.fromhex("0x1.9342a9a5e9000p-255"), 1e-60, 3e-45, 1e-20]], dtype=F64)
+    out = _fused.cosh_score(gm1, torch.tensor(beta), c=c, score=score, dtype=torch.float32)
+    d = 2 * torch.asinh(torch.sqrt(gm1 / 2)) / math.sqrt(c)
+    want = -beta * (d if score == "distance" else d * d)
+    tiny = torch.finfo(torch.float32).tiny
+    # to a few ulps where the score is normal, to the smallest normal number below that
+    torch.testing.assert_close(out.double(), want, rtol=1e-6, atol=tiny)
+    if score == "distance":
+        assert float(out[0, 0]) == pytest.approx(-1.4753e-38, rel=1e-4)
+
+
 # --------------------------------------------------------------------- public ops vs compositions
 
 

@@ -6,7 +6,7 @@ import torch
 from torch import Tensor
 
 from .. import functional as PF
-from .._checks import as_curvature, check_curvature
+from .._checks import as_curvature, check_curvature, is_real
 from .._precision import compute_dtype
 from ..manifold import PoincareBall
 
@@ -60,8 +60,9 @@ def check_positive_int(value: int, name: str) -> int:
 
 
 def check_probability(p: float, name: str) -> float:
-    """Return ``p`` as a float, raising unless it is a number in [0, 1)."""
-    if isinstance(p, bool) or not isinstance(p, (int, float)):
+    """Return ``p`` as a float, raising unless it is a real number (NumPy's included, not
+    ``bool``) in [0, 1)."""
+    if not is_real(p):
         raise TypeError(f"{name} must be a float in [0, 1), got {type(p).__name__}")
     p = float(p)
     if not 0.0 <= p < 1.0:

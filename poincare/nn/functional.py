@@ -76,7 +76,7 @@ from torch import Tensor
 from torch.utils.checkpoint import checkpoint
 
 from .. import functional as PF
-from .._checks import _WRAPPED, _broadcast, host_branches
+from .._checks import _WRAPPED, _broadcast, host_branches, is_real
 from .._fused import (
     _sqrt,
     cosh_score,
@@ -583,7 +583,7 @@ def hyperbolic_attention(
     if isinstance(beta, Tensor):
         if beta.dim() >= 1 and (beta.shape[-1] != 1 or (beta.dim() >= 2 and beta.shape[-2] != 1)):
             raise ValueError(f"beta must be broadcastable to (..., 1, 1), got {tuple(beta.shape)}")
-    elif not (isinstance(beta, (int, float)) and math.isfinite(beta) and beta > 0):
+    elif not (is_real(beta) and math.isfinite(beta) and float(beta) > 0):
         raise ValueError(f"beta must be a positive finite float or a tensor, got {beta!r}")
     check_curvature_arg(c)
     in_dtype = q.dtype

@@ -22,6 +22,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from .. import functional as PF
+from .._checks import is_real
 from ..manifold import PoincareBall
 from ._common import (
     BallLike,
@@ -44,8 +45,9 @@ __all__ = [
 
 
 def _check_positive_float(value: float, name: str) -> float:
-    if isinstance(value, bool) or not isinstance(value, (int, float)):
+    if not is_real(value):
         raise TypeError(f"{name} must be a positive float, got {type(value).__name__}")
+    value = float(value)
     if not math.isfinite(value) or value <= 0.0:
         raise ValueError(f"{name} must be finite and > 0, got {value}")
     return float(value)

@@ -358,6 +358,11 @@ class ConvHyperbolicTransformer(_OnBall):
             raise TypeError(f"x must have a floating dtype, got {x.dtype}")
         if x.dim() != 5:
             raise ValueError(f"x must have shape (B, T, C, H, W), got {tuple(x.shape)}")
+        if x.shape[1] == 0:
+            raise ValueError(
+                f"x must have at least one time step (T >= 1: the context is the last step), "
+                f"got shape {tuple(x.shape)}"
+            )
         if x.shape[2] != self.input_dim:
             raise ValueError(f"x must have {self.input_dim} channels, got {x.shape[2]}")
         if self.space_time and x.shape[3] * x.shape[4] > self.max_locations:
@@ -409,7 +414,8 @@ class ConvHyperbolicTransformer(_OnBall):
         """(B, T, C, H, W) features -> (output (B, T, hidden, H, W), context (B, hidden, H, W)).
 
         Raises ``TypeError`` for a non-floating input and ``ValueError`` for a wrong rank,
-        channel count or a sequence longer than ``max_len``.
+        channel count, an empty sequence (``T = 0``: there is no last step to be the context) or
+        a sequence longer than ``max_len``.
         """
         self._check(x)
         b, t, ch, h, w = x.shape
