@@ -10,6 +10,7 @@ at the origin (no ``0/0`` in the forward pass, no ``NaN`` leaking through an unu
 from __future__ import annotations
 
 import math
+from typing import Any
 
 import torch
 from torch import Tensor
@@ -163,12 +164,45 @@ def pow2_factors(a: Tensor) -> tuple[Tensor, Tensor]:
         return _pow2(-half, x.dtype), _pow2(half - e, x.dtype)
 
 
+class _ScaledNorm(torch.autograd.Function):
+    r"""``|x|`` over the last dimension (kept) from the exactly scaled row ``u = s_1 s_2 x``:
+    :math:`|x| = |u| / (s_1 s_2)`, with the derivative :math:`\partial|x|/\partial x = x/|x|
+    = u/|u|` (0 for a zero row) also taken from ``u``.
+
+    Autograd's chain rule through the scaling would hand the norm's backward the incoming
+    gradient divided by :math:`s_1 s_2`: for a row of tiny coordinates (``2^-139`` in float32)
+    that quotient is a subnormal number with a few significant bits, and the gradient of
+    :func:`poincare.dist` there lost all but 11 of its bits. Here the unit vector ``u/|u|`` is
+    formed at unit scale and multiplied by the incoming gradient directly. The backward is
+    written in differentiable ops, so higher derivatives and ``torch.func`` transforms work.
+    """
+
+    generate_vmap_rule = True
+
+    @staticmethod
+    def forward(x: Tensor, s1: Tensor, s2: Tensor) -> Tensor:
+        n: Tensor = torch.linalg.vector_norm(x * s1 * s2, dim=-1, keepdim=True)
+        return n / s1 / s2
+
+    @staticmethod
+    def setup_context(ctx: Any, inputs: tuple[Tensor, Tensor, Tensor], output: Tensor) -> None:
+        ctx.save_for_backward(*inputs)
+
+    @staticmethod
+    def backward(ctx: Any, g: Tensor) -> tuple[Tensor, None, None]:
+        x, s1, s2 = ctx.saved_tensors
+        u = x * s1 * s2
+        n = torch.linalg.vector_norm(u, dim=-1, keepdim=True)
+        return g * (u / torch.where(n > 0, n, torch.ones_like(n))), None, None
+
+
 def _scaled_norm(x: Tensor) -> Tensor:
     """``|x|`` after an exact scaling of each row by a power of two that brings its largest
-    coordinate into ``[1/2, 1)``: no square underflows or overflows, whatever the row's size."""
+    coordinate into ``[1/2, 1)``: no square underflows or overflows, whatever the row's size,
+    and a gradient formed at that scale too (:class:`_ScaledNorm`)."""
     s1, s2 = pow2_factors(x.detach().abs().amax(dim=-1, keepdim=True))
-    n: Tensor = torch.linalg.vector_norm(x * s1 * s2, dim=-1, keepdim=True)
-    return n / s1 / s2
+    n: Tensor = _ScaledNorm.apply(x, s1, s2)  # type: ignore[no-untyped-call]
+    return n
 
 
 def norm(x: Tensor) -> Tensor:
