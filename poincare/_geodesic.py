@@ -67,7 +67,17 @@ from torch import Tensor
 
 from ._checks import Curvature, check_last_dims, check_tensor, prepare
 from ._gyroplane import pow2_scale, unit_direction
-from ._numerics import asinh, dd_expmap, gap_precise, max_norm, norm, onto_shell, sqnorm
+from ._numerics import (
+    asinh,
+    dd_expmap,
+    gap_precise,
+    max_norm,
+    norm,
+    onto_shell,
+    sech2,
+    sqnorm,
+    tanh,
+)
 from ._precision import compute_dtype
 from .functional import _finish_point, _scalar, expmap0, logmap0
 
@@ -205,9 +215,8 @@ def _geodesic_unit(
     vhat = unit_direction(v, storage)
     nonzero = sqnorm(vhat.detach()) > 0
     tau = torch.where(nonzero, sc * t / 2, torch.zeros_like(sc * t))  # v = 0: no step
-    w = torch.tanh(tau) * vhat / sc
-    q = torch.exp(-2 * tau.abs())
-    bw = 4 * q / ((1 + q) * (1 + q))  # 1 - c|w|^2 = sech^2(tau), finite gradients for huge tau
+    w = tanh(tau) * vhat / sc
+    bw = sech2(tau)  # 1 - c|w|^2, finite gradients for huge tau
     s = x + w
     css = c * sqnorm(s)
     den = (css + bx * bw).clamp(min=torch.finfo(x.dtype).tiny)

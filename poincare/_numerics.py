@@ -34,8 +34,10 @@ __all__ = [
     "norm",
     "onto_shell",
     "pow2_factors",
+    "sech2",
     "shell_divisor",
     "sqnorm",
+    "tanh",
     "tanh_over",
 ]
 
@@ -48,6 +50,45 @@ def max_norm(dtype: torch.dtype) -> float:
 def _small(t: Tensor) -> float:
     # Below this the quadratic Taylor term is exact to well under one ulp.
     return math.sqrt(torch.finfo(t.dtype).eps) / 4
+
+
+def sech2(t: Tensor) -> Tensor:
+    r""":math:`\operatorname{sech}^2 t = 1 - \tanh^2 t`, formed as :math:`4q/(1+q)^2` with
+    :math:`q = e^{-2|t|}`: accurate to a few ulps relative for every ``t``, where ``1 - tanh^2``
+    of a rounded ``tanh`` keeps no relative accuracy once ``|t|`` exceeds a few units (its
+    error ``eps`` against a value of ``4 e^{-2|t|}``), and finite (0) for huge ``t``."""
+    q = torch.exp(-2 * t.abs())
+    return 4 * q / ((1 + q) * (1 + q))
+
+
+class _Tanh(torch.autograd.Function):
+    r""":func:`torch.tanh` with the derivative :func:`sech2`.
+
+    PyTorch differentiates ``tanh`` as ``1 - y^2`` from the rounded result ``y``: at
+    ``t = 15`` (a point 30 curvature radii out) that derivative is off by ``1.7e-4``
+    relatively in float64, and it is the whole radial derivative of the maps there. The
+    backward is written in differentiable ops (higher derivatives, ``torch.func``)."""
+
+    generate_vmap_rule = True
+
+    @staticmethod
+    def forward(t: Tensor) -> Tensor:
+        return torch.tanh(t)
+
+    @staticmethod
+    def setup_context(ctx: Any, inputs: tuple[Tensor], output: Tensor) -> None:
+        ctx.save_for_backward(inputs[0])
+
+    @staticmethod
+    def backward(ctx: Any, g: Tensor) -> Tensor:
+        (t,) = ctx.saved_tensors
+        return g * sech2(t)
+
+
+def tanh(t: Tensor) -> Tensor:
+    """``tanh(t)`` whose gradient keeps its relative accuracy for every ``t`` (:class:`_Tanh`)."""
+    out: Tensor = _Tanh.apply(t)  # type: ignore[no-untyped-call]
+    return out
 
 
 def tanh_over(t: Tensor) -> Tensor:

@@ -80,8 +80,10 @@ from ._numerics import (
     norm,
     onto_shell,
     pow2_factors,
+    sech2,
     shell_divisor,
     sqnorm,
+    tanh,
     tanh_over,
 )
 
@@ -516,7 +518,7 @@ def mobius_scalar_mul(r: float | Tensor, x: Tensor, *, c: Curvature = 1.0) -> Te
     # tanh(r a)/(r a); the other form is exact at x = 0 and r = 0. Both at safe arguments.
     big = ra.abs() > 1
     short = rr * tanh_over(torch.where(big, torch.zeros_like(ra), ra)) * artanh_over(u)
-    long = torch.tanh(ra) / torch.where(big, u, torch.ones_like(u))
+    long = tanh(ra) / torch.where(big, u, torch.ones_like(u))
     return _finish_point(torch.where(big, long, short) * xx, out, c)
 
 
@@ -638,7 +640,7 @@ def _tanh_map(v: Tensor, n: Tensor, sc: Tensor, sigma: Tensor | None = None) -> 
     if sigma is not None:
         short = short * sigma
     # one factor per row, so that the vector is multiplied once
-    long = torch.tanh(t) / (sc * torch.where(big, n, one))
+    long = tanh(t) / (sc * torch.where(big, n, one))
     return torch.where(big, long, short) * v
 
 
@@ -878,9 +880,8 @@ def _expmap_formula(xx: Tensor, vv: Tensor, cc: Tensor, bx: Tensor) -> tuple[Ten
     big = t > 1
     one = torch.ones_like(t)
     short = tanh_over(torch.where(big, 0 * one, t)) / bx
-    w = torch.where(big, torch.tanh(t) / (sc * torch.where(big, n, one)), short) * vv
-    q = torch.exp(-2 * t)
-    bw = 4 * q / ((1 + q) * (1 + q))  # sech^2 t, with finite gradients for huge t
+    w = torch.where(big, tanh(t) / (sc * torch.where(big, n, one)), short) * vv
+    bw = sech2(t)  # 1 - c|w|^2, with finite gradients for huge t
     s = xx + w
     css = cc * sqnorm(s)
     den = (css + bx * bw).clamp(min=torch.finfo(xx.dtype).tiny)

@@ -466,7 +466,7 @@ def test_property_geodesic_gradients_match_reference(
     # v of size 2^±30: mpmath's numerical derivative takes an absolute step, which must be
     # far below |v| (the direction of v bends on the scale of |v|).
     v = _normals(data, d, dtype, n)[keep]
-    tu = t * 3.0
+    tu = t * (3.0 / c**0.5)  # up to 3 curvature radii, as the points' radius is in those units
     gt, gx, gv = _grads(lambda u, a, b: geodesic_unit(u, a, b, c=c), [tu, x, v], w)
     exact = [
         refp.grad_geodesic_unit(float(ti), xi, vi, wi, c)
