@@ -4,7 +4,6 @@ extra before any work."""
 
 from __future__ import annotations
 
-import os
 import subprocess
 import sys
 import time
@@ -13,6 +12,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from hidden_modules import hiding_env
 
 from benchmarks import __main__ as suite
 from benchmarks import attention, core, pairwise
@@ -67,26 +67,6 @@ def test_model_throughput_rows() -> None:
     assert "clips/s vs convgru" in model.format_rows(rows)
 
 
-# Written as sitecustomize.py into a folder put first on PYTHONPATH: every import of a module
-# named in POINCARE_HIDE (comma-separated top-level names), or of a submodule, fails as if the
-# module were not installed.
-_HIDER = """
-import os
-import sys
-from importlib.abc import MetaPathFinder
-
-_HIDDEN = frozenset(filter(None, os.environ.get("POINCARE_HIDE", "").split(",")))
-
-
-class _Hide(MetaPathFinder):
-    def find_spec(self, name, path=None, target=None):
-        if name.partition(".")[0] in _HIDDEN:
-            raise ModuleNotFoundError(f"No module named {name!r}", name=name)
-        return None
-
-
-sys.meta_path.insert(0, _Hide())
-"""
 ROOT = Path(__file__).resolve().parent.parent
 OPTIONAL = ("numpy", "geoopt", "tqdm", "matplotlib", "mpmath", "hypothesis")
 """Every optional dependency of the repository that a benchmark might import."""
@@ -114,15 +94,12 @@ class Finished:
 
 @pytest.fixture(scope="module")
 def hider(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    folder = tmp_path_factory.mktemp("hide")
-    (folder / "sitecustomize.py").write_text(_HIDER)
-    return folder
+    return tmp_path_factory.mktemp("hide")
 
 
 def run_hiding(hider: Path, hidden: tuple[str, ...], *args: str) -> Finished:
     """Run ``python *args`` at the repository root with ``hidden`` not importable."""
-    env = dict(os.environ, POINCARE_HIDE=",".join(hidden))
-    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(hider), env.get("PYTHONPATH")]))
+    env = hiding_env(hider, hidden)
     start = time.perf_counter()
     done = subprocess.run(
         [sys.executable, *args], cwd=ROOT, env=env, capture_output=True, text=True, timeout=120

@@ -23,6 +23,9 @@ from verification import metrics
 from verification import reference as ref
 from verification.strategies import curvatures, dims, directions, points
 
+#: Every property runs on both paths of the ops (tests/conftest.py).
+pytestmark = pytest.mark.usefixtures("path")
+
 B = 3
 
 

@@ -10,6 +10,8 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from hidden_modules import hiding_env
+
 ROOT = Path(__file__).resolve().parents[1]
 
 # A few seconds per run on one CPU thread: 16 px frames, 3 blocks of 2, 8 features.
@@ -40,36 +42,13 @@ def cli_args(**overrides: Any) -> list[str]:
     return [*flags, "--progress" if settings["progress"] else "--no-progress"]
 
 
-# Imported at start-up from PYTHONPATH: makes every module named in HIDE_MODULES (and its
-# submodules) fail to import as a package that is not installed does.
-_HIDER = """\
-import importlib.abc, os, sys
-
-_HIDDEN = {m for m in os.environ.get("HIDE_MODULES", "").split(",") if m}
-
-
-class _Hide(importlib.abc.MetaPathFinder):
-    def find_spec(self, name, path=None, target=None):
-        if name.split(".")[0] in _HIDDEN:
-            raise ModuleNotFoundError(f"No module named {name!r}", name=name)
-        return None
-
-
-sys.meta_path.insert(0, _Hide())
-"""
-
-
 def cli_env(tmp_path: Path, hide: tuple[str, ...] = ()) -> dict[str, str]:
     """The environment of a ``train_cli.py`` subprocess: one OpenMP thread, and the modules
     ``hide`` not installed (a ``sitecustomize`` written under ``tmp_path``)."""
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     env.pop("PYTHONPATH", None)
     if hide:
-        folder = tmp_path / "hide-modules"
-        folder.mkdir(exist_ok=True)
-        (folder / "sitecustomize.py").write_text(_HIDER)
-        env["PYTHONPATH"] = str(folder)
-        env["HIDE_MODULES"] = ",".join(hide)
+        env = hiding_env(tmp_path / "hide-modules", hide, env)
     return env
 
 

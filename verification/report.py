@@ -1348,11 +1348,24 @@ def plot_report(report: Report, path: Path) -> None:
     plt.close(fig)
 
 
-KNOWN_MISSES: dict[tuple[str, str], float] = {}
+KNOWN_MISSES: dict[tuple[str, str], float] = {
+    ("midpoint_logmap0", "float64"): 3.0,
+    ("cosh_score_distance", "float64"): 0.0,
+    ("cosh_score_squared", "float64"): 0.0,
+    ("cosh_score_cosh", "float64"): 0.0,
+}
 """The documented misses of the contract: ``(op, dtype name) -> R``, the usable radius the op
 reaches, in units of the curvature radius (``sqrt(c) * radius``), on every path. Any other op
 of this library below the representable radius, or a known miss below its ``R``, makes
-:func:`shortfalls` report it (and the command exit with status 1)."""
+:func:`shortfalls` report it (and the command exit with status 1).
+
+All four are fused kernels of the attention on float64 Lorentz coordinates of float64 points,
+a use the attention does not make (its float64 calls score and aggregate from the points):
+the midpoint's Klein norm carries a relative error ``eps``, which ``artanh`` turns into about
+``cosh r`` hULP (checked up to 3 curvature radii by the property suite), and ``g - 1`` of the
+scores keeps an absolute error of about ``eps c h_0^2``, which misses the hULP of a distance
+for points near the origin as for close pairs far out. On float32 points, whose coordinates
+the attention forms in float64, all four meet the contract to the representable radius."""
 
 
 def shortfalls(report: Report) -> list[str]:
