@@ -211,8 +211,10 @@ def test_upcast_computes_in_float64_and_returns_float32() -> None:
     assert d.dtype == torch.float32 and a.dtype == torch.float32
     assert torch.equal(d, P.dist(x.double(), y.double()).float())
     assert torch.equal(a, P.project(P.mobius_add(x.double(), y.double()).float()))
-    # outside the scope the float32 path is used again
-    assert not torch.equal(P.dist(x, y), d) or True
+    # outside the scope the float32 path is used again: the policy is restored, and at radius
+    # 12 the float32 computation differs from the float64 one in some of the 50 pairs
+    assert P.current_upcast() is None and P.compute_dtype(torch.float32) == torch.float32
+    assert not torch.equal(P.dist(x, y), d)
 
     @P.upcast(torch.float64)
     def f(p: Tensor, q: Tensor) -> Tensor:
