@@ -64,7 +64,12 @@ from ._checks import (
     is_real,
     prepare,
 )
-from ._fused import expmap0_add_lorentz_raw, expmap0_add_raw, saturation
+from ._fused import (
+    expmap0_add_from_lorentz,
+    expmap0_add_lorentz_raw,
+    expmap0_add_raw,
+    saturation,
+)
 from ._numerics import (
     artanh_over,
     asinh,
@@ -149,13 +154,14 @@ def _project(x: Tensor, c: Tensor) -> Tensor:
     over = exact_beyond(xd, c.to(torch.float64), m, strict=True)
     scale = torch.where(over, m / torch.where(over, n, torch.ones_like(n)), torch.ones_like(n))
     y = (xd * scale).to(dtype)
-    # Rounding the rescaled coordinates can carry a point across the boundary: retry those
-    # with targets a few half-ulps further in until the stored point is strictly inside. Eager
+    # Rounding the rescaled coordinates can carry a point beyond the outermost shell (or across
+    # the boundary): retry those with targets a few half-ulps further in until the stored point
+    # lies on or within the shell, so that a projected point is its own projection. Eager
     # code stops at the first step that leaves no point outside; traced code (which cannot stop
     # early, and whose graph grows with every exact test) takes two steps, 2 and 64 half-ulps.
     step = torch.finfo(dtype).eps / 2
     for k in (1, 2, 3, 4, 6, 8, 12, 16, 32, 64) if host else (2, 64):
-        out = exact_outside(y, c)
+        out = exact_beyond(y, c.to(torch.float64), m, strict=True)
         if host and not bool(out.any()):
             break
         target = m * (1 - k * step)
@@ -564,8 +570,10 @@ def mobius_matvec(m: Tensor, x: Tensor, *, c: Curvature = 1.0) -> Tensor:
 def _gyration(a: Tensor, b: Tensor, u: Tensor, c: Tensor, precise: bool) -> Tensor:
     # gyr[a,b] is the rotation, in the plane spanned by a and b, by twice the argument of
     # z = (1 + c<a,b>) + i c |a ^ b|. Written with s = a + b (so that a ~ -b cancels nothing):
-    #   Re z = 1 + c<a,b> = (B_a + B_b + c|s|^2) / 2,  |a ^ b|^2 = |a|^2|s|^2 - <a,s>^2.
-    # Points outside the ball (a caller's error) act from the outermost shell.
+    #   Re z = 1 + c<a,b> = (B_a + B_b + c|s|^2) / 2,
+    #   |z|^2 = (1 + c<a,b>)^2 + c^2 |a ^ b|^2 = 1 + 2c<a,b> + c^2|a|^2|b|^2 = c|s|^2 + B_a B_b
+    # (a sum of non-negative terms, where the Lagrange form |a|^2|s|^2 - <a,s>^2 of the wedge
+    # would cancel). Points outside the ball (a caller's error) act from the outermost shell.
     ba, a = _shell_gaps(a, c, precise)
     bb, b = _shell_gaps(b, c, precise)
     s = a + b
@@ -573,8 +581,7 @@ def _gyration(a: Tensor, b: Tensor, u: Tensor, c: Tensor, precise: bool) -> Tens
     aa = sqnorm(a)
     as_ = dot(a, s)
     re = (ba + bb + c * ss) / 2
-    k = (aa * ss - as_ * as_).clamp(min=0)
-    den = re * re + c * c * k
+    den = c * ss + ba * bb
     au = dot(a, u)
     su = dot(s, u)
     rot = re * (a * su - s * au)
@@ -677,8 +684,9 @@ def expmap0_add(u: Tensor, b: Tensor, *, c: Curvature = 1.0) -> Tensor:
     outermost shell, as ``expmap0`` of such a vector does). One autograd node, whose backward
     pass (written down in :mod:`poincare._fused`) also differentiates ``c``. As in
     :func:`mobius_add`, ``float32`` inputs are computed in ``float64`` (far out, the radial
-    derivative comes out of terms :math:`\lambda` times larger); ``float64`` values pair each
-    rounded point with its double-double gap.
+    derivative comes out of terms :math:`\lambda` times larger); ``float64`` inputs take the
+    same form multiplied through by :math:`\lambda_b`, the Lorentz coordinates of the sum
+    mapped back (:func:`poincare._fused.expmap0_add_from_lorentz`).
 
     Args:
         u: ``(..., D)`` tangent vectors at the origin.
@@ -694,7 +702,9 @@ def expmap0_add(u: Tensor, b: Tensor, *, c: Curvature = 1.0) -> Tensor:
     check_last_dims(u=u, b=b)
     out, _, cc, (uu, bb) = prepare(c, wide=True, u=u, b=b)
     ck = _kernel_c(c, cc)
-    return _finish_point(expmap0_add_raw(uu, bb, c=ck, precise=out == torch.float64), out, c)
+    if out == torch.float64:
+        return _finish_point(expmap0_add_from_lorentz(uu, bb, c=ck), out, c)
+    return _finish_point(expmap0_add_raw(uu, bb, c=ck), out, c)
 
 
 def _kernel_c(c: object, cc: Tensor) -> float | Tensor:
@@ -930,8 +940,10 @@ def logmap(x: Tensor, y: Tensor, *, c: Curvature = 1.0) -> Tensor:
     \operatorname{artanh}(s_c|u|)\frac{u}{|u|}`, :math:`u = (-x) \oplus y`.
 
     Fused: with :math:`s = y - x`, :math:`u \propto N = B_x s - c|s|^2 x` and
-    :math:`|N| = |s|\,Q` where :math:`Q^2 = (1 - c\langle x,y\rangle)^2 + c^2(|x|^2|s|^2 -
-    \langle x,s\rangle^2)`; the length comes from the stable distance formula, giving
+    :math:`|N| = |s|\,Q` where :math:`Q^2 = (1 - c\langle x,y\rangle)^2 + c^2|x \wedge y|^2
+    = 1 - 2c\langle x,y\rangle + c^2|x|^2|y|^2 = c|s|^2 + B_x B_y`, a sum of non-negative
+    terms (the Lagrange form of the wedge would cancel, in value and in gradient, on the scale
+    :math:`|x|^2|s|^2`); the length comes from the stable distance formula, giving
 
     .. math::
         \log_x(y) = \sqrt{B_x/B_y}\;\frac{\operatorname{asinh}(a)}{a}\;\frac{N}{Q},\quad
@@ -956,10 +968,7 @@ def logmap(x: Tensor, y: Tensor, *, c: Curvature = 1.0) -> Tensor:
     (bx, xx), (by, yy) = _map_gap(xx, cc, out), _map_gap(yy, cc, out)
     s = yy - xx
     ss = _rowdot(s, s)
-    xs = _rowdot(xx, s)
-    p = (bx + by + cc * ss) / 2
-    k = (_rowdot(xx, xx) * ss - xs * xs).clamp(min=0)
-    q = torch.sqrt(p * p + cc * cc * k)
+    q = torch.sqrt(cc * ss + bx * by)
     a = sc * norm(s) / torch.sqrt(bx * by)
     # the factor of N = B_x s - c|s|^2 x distributed over its two terms: two row scalars
     # times two vectors (the same products, one (..., D) temporary fewer)

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import math
 
+import mpmath
 import pytest
 import torch
 from conftest import DTYPE_PARAMS, assert_in_ball, note_tensors
@@ -154,3 +155,28 @@ def test_property_containment_conversions(dtype: torch.dtype, data: st.DataObjec
     assert bool(torch.isfinite(h).all()), "poincare_to_lorentz: non-finite"
     assert bool((h[..., 0] > 0).all()), "poincare_to_lorentz: time coordinate not positive"
     assert_in_ball(poincare.lorentz_to_poincare(h, c=c), c, "lorentz_to_poincare")
+
+
+@pytest.mark.parametrize("dtype", DTYPE_PARAMS)
+@given(data=st.data())
+def test_property_project_lands_within_the_outermost_shell(
+    dtype: torch.dtype, data: st.DataObject
+) -> None:
+    """Points on or beyond the boundary are projected onto the outermost shell, never beyond
+    it (``sqrt(c)|p| <= 1 - eps/2`` exactly), so that a projected point is its own projection;
+    points within the shell come back bit for bit."""
+    c = data.draw(curvatures(), label="c")
+    d = data.draw(dims(), label="dim")
+    u = data.draw(directions(d, (B,)), label="direction")
+    factor = data.draw(st.floats(1.0, 1e6), label="|x| sqrt(c)")
+    outside = (u * (factor / math.sqrt(c))).to(dtype)
+    p = poincare.project(outside, c=c)
+    assert_in_ball(p, c, "project")
+    shell = 1 - float(torch.finfo(dtype).eps) / 2
+    with mpmath.workdps(ref.DPS):
+        for row in ref.to_mp(p.double()):
+            scaled = ref.norm(row) * mpmath.sqrt(mpmath.mpf(c))
+            assert scaled <= shell, "a projected point beyond the outermost shell"
+    assert torch.equal(poincare.project(p, c=c), p)
+    x = data.draw(points(dtype, d, (B,), c=c), label="x")
+    assert torch.equal(poincare.project(x, c=c), x)
