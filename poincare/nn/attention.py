@@ -42,9 +42,37 @@ class HyperbolicMultiHeadAttention(_OnBall):
             instead of storing their intermediates: same results, less memory, more time.
 
     ``forward`` mirrors :class:`torch.nn.MultiheadAttention` and returns
-    ``(output, weights or None)``; :meth:`forward_tangent` takes tangent vectors at the origin
-    (a layer norm's :meth:`~poincare.nn.HyperbolicLayerNorm.forward_tangent`) for
-    self-attention.
+    ``(output, weights or None)``; with ``tangent=True`` (or through :meth:`forward_tangent`,
+    for self-attention) it takes tangent vectors at the origin instead of points (a layer
+    norm's :meth:`~poincare.nn.HyperbolicLayerNorm.forward_tangent`).
+
+    Hooks: :class:`~poincare.nn.HyperbolicTransformerBlock` (and every stack built of it) calls
+    the module itself, never one of its methods, so hooks registered with
+    ``register_forward_pre_hook`` and ``register_forward_hook`` (``with_kwargs=True`` too) fire
+    once per run of the block and see that call as it is made (the blocks pass every option
+    as a keyword, ``need_weights=False`` included, so a pre-hook with keywords can change it):
+
+    - pre-norm blocks (``norm_first=True``, the default): ``args == (u, u, u)``, the tangent
+      vectors at the origin (B, T, E) that the first layer norm gives, with ``tangent=True``;
+    - post-norm blocks, and a direct ``attn(q, k, v)``: ``args == (q, k, v)``, points of the
+      ball, with ``tangent`` absent or False.
+
+    The output is ``(output, weights or None)`` in both modes, the output being points of the
+    ball; a forward hook that returns another ``(output, weights)`` pair replaces what the block
+    adds to its residual. The blocks ask for no weights; to record them, a pre-hook with
+    keywords asks for them and a forward hook keeps them (asking for weights takes the path
+    that forms them, so with ``score="cosh"`` the output may change by rounding)::
+
+        weights = []
+        attn = block.self_attn
+        ask = attn.register_forward_pre_hook(
+            lambda m, args, kwargs: (args, {**kwargs, "need_weights": True}),
+            with_kwargs=True,
+        )
+        keep = attn.register_forward_hook(lambda m, args, out: weights.append(out[1]))
+        block(x)  # weights[-1]: (B, T, T), each row summing to 1 (0 if all keys masked)
+        ask.remove()
+        keep.remove()
     """
 
     def __init__(
@@ -119,19 +147,45 @@ class HyperbolicMultiHeadAttention(_OnBall):
         """The positive per-head temperatures ``softplus(beta_raw)``, shape (heads,)."""
         return F.softplus(self.beta_raw)
 
-    def _run(
+    def forward(
         self,
         query: Tensor,
         key: Tensor,
         value: Tensor,
         *,
-        key_padding_mask: Tensor | None,
-        attn_mask: Tensor | None,
-        is_causal: bool,
-        need_weights: bool,
-        average_attn_weights: bool,
-        tangent: bool,
+        key_padding_mask: Tensor | None = None,
+        attn_mask: Tensor | None = None,
+        is_causal: bool = False,
+        need_weights: bool = False,
+        average_attn_weights: bool = True,
+        tangent: bool = False,
     ) -> tuple[Tensor, Tensor | None]:
+        """Attend from ``query`` points to ``key``/``value`` points.
+
+        Args:
+            query: (B, N, E) points ((N, B, E) if not ``batch_first``).
+            key: (B, M, kdim) points. value: (B, M, vdim) points.
+            key_padding_mask: (B, M), bool (True = ignore the key) or additive float.
+            attn_mask: (N, M) or (B*heads, N, M), bool (True = not allowed) or additive float.
+            is_causal: forbid key ``j > i`` for query ``i`` (combined with ``attn_mask``).
+            need_weights: return the attention weights.
+            average_attn_weights: average the weights over heads ((B, N, M)) rather than
+                returning them per head ((B, heads, N, M)).
+            tangent: ``query``, ``key`` and ``value`` are not points but their tangent vectors
+                at the origin (same shapes): the result is that of the points ``expmap0`` of
+                them, without the round trip through the ball (see :meth:`forward_tangent`).
+                A Python flag, never a test of tensor values.
+
+        Returns:
+            ``(output, weights)``: output points (B, N, E) (or (N, B, E)) in the ball, in the
+            dtype of ``query``, in both modes; weights as above, or None. A query whose keys
+            are all masked gets zero weights and the output of the output projection at the
+            origin.
+
+        Raises:
+            TypeError/ValueError naming the argument on wrong types, ranks, sizes or mask
+            shapes.
+        """
         # the temperatures in the compute dtype (the functional validates the inputs)
         floating = isinstance(query, Tensor) and query.is_floating_point()
         dtype = compute_dtype(query.dtype) if floating else self.beta_raw.dtype
@@ -162,51 +216,6 @@ class HyperbolicMultiHeadAttention(_OnBall):
             tangent=tangent,
         )
 
-    def forward(
-        self,
-        query: Tensor,
-        key: Tensor,
-        value: Tensor,
-        *,
-        key_padding_mask: Tensor | None = None,
-        attn_mask: Tensor | None = None,
-        is_causal: bool = False,
-        need_weights: bool = False,
-        average_attn_weights: bool = True,
-    ) -> tuple[Tensor, Tensor | None]:
-        """Attend from ``query`` points to ``key``/``value`` points.
-
-        Args:
-            query: (B, N, E) points ((N, B, E) if not ``batch_first``).
-            key: (B, M, kdim) points. value: (B, M, vdim) points.
-            key_padding_mask: (B, M), bool (True = ignore the key) or additive float.
-            attn_mask: (N, M) or (B*heads, N, M), bool (True = not allowed) or additive float.
-            is_causal: forbid key ``j > i`` for query ``i`` (combined with ``attn_mask``).
-            need_weights: return the attention weights.
-            average_attn_weights: average the weights over heads ((B, N, M)) rather than
-                returning them per head ((B, heads, N, M)).
-
-        Returns:
-            ``(output, weights)``: output points (B, N, E) (or (N, B, E)) in the ball, in the
-            dtype of ``query``; weights as above, or None. A query whose keys are all masked
-            gets zero weights and the output of the output projection at the origin.
-
-        Raises:
-            TypeError/ValueError naming the argument on wrong types, ranks, sizes or mask
-            shapes.
-        """
-        return self._run(
-            query,
-            key,
-            value,
-            key_padding_mask=key_padding_mask,
-            attn_mask=attn_mask,
-            is_causal=is_causal,
-            need_weights=need_weights,
-            average_attn_weights=average_attn_weights,
-            tangent=False,
-        )
-
     def forward_tangent(
         self,
         u: Tensor,
@@ -219,8 +228,11 @@ class HyperbolicMultiHeadAttention(_OnBall):
     ) -> tuple[Tensor, Tensor | None]:
         """Self-attention of the points ``expmap0(u)``, from their tangent vectors ``u``
         (B, L, E) at the origin (``forward(p, p, p)`` with ``p = expmap0(u)``, without the
-        round trip through the ball). Arguments and result as :meth:`forward`."""
-        return self._run(
+        round trip through the ball). Arguments and result as :meth:`forward`.
+
+        The same as ``self(u, u, u, tangent=True, ...)``, which it calls: hooks fire and see
+        ``args == (u, u, u)`` and ``tangent=True`` among the keywords."""
+        out: tuple[Tensor, Tensor | None] = self(
             u,
             u,
             u,
@@ -231,6 +243,7 @@ class HyperbolicMultiHeadAttention(_OnBall):
             average_attn_weights=average_attn_weights,
             tangent=True,
         )
+        return out
 
     def extra_repr(self) -> str:
         return (

@@ -46,14 +46,18 @@ class HyperbolicTransformerBlock(_OnBall):
         x = x ⊕ drop(ff(norm2(x)))
 
     where each norm hands its tangent vector at the origin straight to the next sublayer
-    (:meth:`HyperbolicLayerNorm.forward_tangent`,
-    :meth:`HyperbolicMultiHeadAttention.forward_tangent`,
+    (:meth:`HyperbolicLayerNorm.forward_tangent`, the attention called with ``tangent=True``,
     :meth:`HyperbolicFeedForward.forward_tangent`: no ``expmap0`` followed at once by a
     ``logmap0``). ``norm_first=False``: ``x = norm1(x ⊕ drop(attn(x)))``,
     ``x = norm2(x ⊕ drop(ff(x)))``. ``drop`` is dropout in the tangent space at the origin;
     ``attn`` is :class:`HyperbolicMultiHeadAttention` (self-attention; ``score`` and
     ``memory_efficient`` are passed to it), ``ff`` is :class:`HyperbolicFeedForward`, the norms
     are :class:`HyperbolicLayerNorm`. All share the block's ball.
+
+    ``attn`` (``block.self_attn``) is called as a module, once per run, so its forward hooks and
+    pre-hooks fire: in a pre-norm block they see ``(u, u, u)``, tangent vectors at the origin,
+    with ``tangent=True``; in a post-norm block ``(x, x, x)``, points. See "Hooks" in
+    :class:`HyperbolicMultiHeadAttention` (what they see, how to record the weights).
 
     Shapes: (B, T, d_model) points -> (B, T, d_model) points.
     """
@@ -109,12 +113,19 @@ class HyperbolicTransformerBlock(_OnBall):
         def drop(y: Tensor) -> Tensor:
             return tangent_dropout(y, self.dropout, self.training, c=c)
 
+        # The attention is called as a module (hooks fire), every option a keyword so that a
+        # pre-hook with keywords can change it (e.g. ask for the weights).
         if self.norm_first:
-            a, _ = self.self_attn.forward_tangent(
-                self.norm1.forward_tangent(x),
+            u = self.norm1.forward_tangent(x)
+            a, _ = self.self_attn(
+                u,
+                u,
+                u,
                 key_padding_mask=key_padding_mask,
                 attn_mask=attn_mask,
                 is_causal=is_causal,
+                need_weights=False,
+                tangent=True,
             )
             x = PF.mobius_add(x, drop(a), c=c)
             x = PF.mobius_add(x, drop(self.ff.forward_tangent(self.norm2.forward_tangent(x))), c=c)
@@ -126,6 +137,7 @@ class HyperbolicTransformerBlock(_OnBall):
                 key_padding_mask=key_padding_mask,
                 attn_mask=attn_mask,
                 is_causal=is_causal,
+                need_weights=False,
             )
             x = self.norm1(PF.mobius_add(x, drop(a), c=c))
             x = self.norm2(PF.mobius_add(x, drop(self.ff(x)), c=c))
