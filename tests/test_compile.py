@@ -86,7 +86,9 @@ def _inputs() -> dict[str, tuple[Callable[..., Tensor], tuple[Tensor, ...]]]:
             lambda a, b, c: (
                 poincare.dist(a, b, c=c) + poincare.dist0(poincare.mobius_add(a, b, c=c), c=c)
             ),
-            (x, y, torch.tensor(1.5)),
+            # the points of the unit ball scaled into the ball of c = 1.5 (unscaled, x would
+            # lie outside it, and every sum on its outermost shell)
+            (x * 1.5**-0.5, y * 1.5**-0.5, torch.tensor(1.5)),
         ),
         "upcast": (poincare.upcast(torch.float64)(poincare.logmap), (x, y)),
         "dist2plane": (poincare.dist2plane, (x, y, v)),

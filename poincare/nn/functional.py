@@ -88,6 +88,8 @@ from .._fused import (
 from .._precision import compute_dtype
 from ._blockwise import _block_mask, _masked, blockwise_attention
 from ._common import cast_point, check_curvature_arg, check_probability
+from ._kernel import available as kernel_available
+from ._kernel import fused_lorentz_attention
 
 __all__ = [
     "BLOCK_ELEMENTS",
@@ -411,6 +413,19 @@ def _attend_rows(
     return torch.matmul(w.to(v.dtype), v), w
 
 
+def _fused_kernel(q: Tensor, k: Tensor, v: Tensor) -> bool:
+    """Whether the ``"gram"`` path of these inputs runs in the fused CPU kernel
+    (:mod:`poincare.nn._kernel`): float64 coordinates and float32 values on the CPU, outside
+    ``torch.func`` transforms, with the kernel built."""
+    if q.device.type != "cpu" or q.dtype != torch.float64 or v.dtype != torch.float32:
+        return False
+    if not torch.compiler.is_compiling() and (
+        _WRAPPED is None or any(_WRAPPED(t) for t in (q, k, v))
+    ):
+        return False
+    return kernel_available()
+
+
 def _first(fn: Callable[..., tuple[Tensor, Tensor]], *args: Tensor | None) -> Tensor:
     """The first output of ``fn(*args)`` (what a checkpointed block keeps)."""
     return fn(*args)[0]
@@ -456,6 +471,9 @@ def _attend(
         )
         return agg, None
     causal = is_causal and mask is None
+    if enc.path == "gram" and not need_weights and dropout_p == 0.0 and _fused_kernel(q, k, v):
+        agg = fused_lorentz_attention(q, k, v, beta, c=c, score=score, mask=mask, causal=causal)
+        return agg, None
     lead = math.prod(
         _broadcast(_broadcast(tuple(q.shape[:-2]), tuple(k.shape[:-2])), tuple(beta.shape[:-2]))
     )

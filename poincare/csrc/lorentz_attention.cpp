@@ -1,0 +1,489 @@
+// Fused attention with explicit hyperbolic scores on Lorentz coordinates, for the CPU.
+//
+// For each (batch x head) slice b, query i and key j:
+//   G_ij   = <qJ_i, k_j>                 (qJ = q with its space coordinates negated), float64
+//   g - 1  = c G_ij - 1, recomputed as (c/2)(|dq_s - dk_s|^2 - (dq_0 - dk_0)^2) where the
+//            product cancels (g - 1 <= 2^-24 c q_0 k_0), as poincare._fused.lorentz_cosh_minus_one
+//   s_ij   = -beta_b f(d_ij) + mask_ij, d = acosh(g)/sqrt(c), f = d, d^2 or g - 1, in float32
+//   o_i    = sum_j softmax_j(s_ij) v_j
+// The forward pass walks key blocks with an online softmax and keeps o and the log-sum-exp per
+// row; the backward pass recomputes each block's scores and applies the closed-form softmax
+// gradient. No N x M matrix is held: a thread's working set is a few R x KB blocks. The products
+// run in BLAS (the sgemm_/dgemm_ that libtorch_cpu exports), the pointwise work on ATen's
+// vectorised types.
+
+#include <ATen/ATen.h>
+#include <ATen/Parallel.h>
+#include <torch/library.h>
+#include <ATen/cpu/vec/vec.h>
+
+#include <algorithm>
+#include <cmath>
+#include <limits>
+#include <vector>
+
+extern "C" {
+void sgemm_(const char* ta, const char* tb, const int* m, const int* n, const int* k,
+            const float* alpha, const float* a, const int* lda, const float* b, const int* ldb,
+            const float* beta, float* c, const int* ldc);
+void dgemm_(const char* ta, const char* tb, const int* m, const int* n, const int* k,
+            const double* alpha, const double* a, const int* lda, const double* b,
+            const int* ldb, const double* beta, double* c, const int* ldc);
+}
+
+namespace {
+
+using VecF = at::vec::Vectorized<float>;
+constexpr int64_t R = 32;    // query rows per block
+constexpr int64_t KB = 256;  // keys per block
+constexpr double CLOSE = 5.9604644775390625e-08;  // 2^-24
+constexpr float TINY = 1e-12f;
+enum Score : int64_t { DISTANCE = 0, SQUARED = 1, COSH = 2 };
+
+
+// Row-major C (m x n) = alpha op(A) op(B) + beta C, op(A) m x k, op(B) k x n.
+template <typename T>
+void mm(bool ta, bool tb, int64_t m, int64_t n, int64_t k, T alpha, const T* a, int64_t lda,
+        const T* b, int64_t ldb, T beta, T* c, int64_t ldc) {
+  if (m == 0 || n == 0) return;
+  const char opa = ta ? 'T' : 'N', opb = tb ? 'T' : 'N';
+  const int im = static_cast<int>(m), in = static_cast<int>(n), ik = static_cast<int>(k);
+  const int ila = static_cast<int>(lda), ilb = static_cast<int>(ldb), ilc = static_cast<int>(ldc);
+  // column-major: C^T = op(B)^T op(A)^T
+  if constexpr (std::is_same_v<T, float>) {
+    sgemm_(&opb, &opa, &in, &im, &ik, &alpha, b, &ilb, a, &ila, &beta, c, &ilc);
+  } else {
+    dgemm_(&opb, &opa, &in, &im, &ik, &alpha, b, &ilb, a, &ila, &beta, c, &ilc);
+  }
+}
+
+struct Args {
+  const double* q;   // (BH, N, W) with space coordinates negated
+  const double* k;   // (BH, M, W)
+  const double* k0;  // (BH, M): the keys' time coordinates, contiguous
+  const float* v;    // (BH, M, V)
+  const float* beta; // (BH)
+  const float* mask; // additive, addressed by mask_base[b] + i * mask_sn + j * mask_sm, or null
+  const int64_t* mask_base;
+  int64_t mask_sn, mask_sm;
+  int64_t bh, n, m, w, vd;
+  double c;
+  int64_t score;
+  bool causal;
+};
+
+// Per-block buffers of one thread: the Gram entries (float64), and per element the score s
+// (mask included), g - 1 as float (x), sinh(sqrt(c) d) (sh), the distance d (or g - 1 for the
+// cosh score) and G in float (for the curvature's gradient).
+struct Block {
+  std::vector<double> gram, gm1;
+  std::vector<float> s, x, sh, d, gf;
+  Block() : gram(R * KB), gm1(KB), s(R * KB), x(R * KB), sh(R * KB), d(R * KB), gf(R * KB) {}
+};
+
+// The scores of rows i0..i0+r and keys j0..j0+kb of slice b (see Block). g - 1 is rounded to
+// float once; sqrt(g - 1) is taken before that rounding (scaled by 2^100 below 2^-60), so that
+// a g - 1 below float's normal range keeps its distance.
+void block_scores(const Args& a, int64_t b, int64_t i0, int64_t r, int64_t j0, int64_t kb,
+                  Block& blk) {
+  const int64_t w = a.w;
+  const double* q = a.q + (b * a.n + i0) * w;
+  const double* k = a.k + (b * a.m + j0) * w;
+  const double* k0 = a.k0 + b * a.m + j0;
+  mm<double>(false, true, r, kb, w, 1.0, q, w, k, w, 0.0, blk.gram.data(), kb);
+  const double c = a.c;
+  const float beta = a.beta[b];
+  const float inv_sc = static_cast<float>(1.0 / std::sqrt(c));
+  const float* mrow = a.mask ? a.mask + a.mask_base[b] : nullptr;
+  double* gm1 = blk.gm1.data();
+  for (int64_t ii = 0; ii < r; ++ii) {
+    const double* qi = q + ii * w;
+    const double* gi = blk.gram.data() + ii * kb;
+    float* xi = blk.x.data() + ii * kb;
+    float* hi = blk.sh.data() + ii * kb;
+    float* di = blk.d.data() + ii * kb;
+    float* fi = blk.gf.data() + ii * kb;
+    float* si = blk.s.data() + ii * kb;
+    const double bound = CLOSE * c * qi[0];
+    int64_t close = 0;
+    for (int64_t jj = 0; jj < kb; ++jj) {
+      const double g = c * gi[jj] - 1.0;
+      gm1[jj] = g;
+      close += g <= bound * k0[jj];
+    }
+    if (close) {
+      // the close pairs from the coordinate differences (q holds qJ: q_s - k_s = -(qJ_s + k_s))
+      for (int64_t jj = 0; jj < kb; ++jj) {
+        if (gm1[jj] > bound * k0[jj]) continue;
+        const double* kj = k + jj * w;
+        const double t = qi[0] - kj[0];
+        double acc = -t * t;
+        for (int64_t l = 1; l < w; ++l) {
+          const double u = qi[l] + kj[l];
+          acc += u * u;
+        }
+        gm1[jj] = 0.5 * c * acc;
+      }
+    }
+    for (int64_t jj = 0; jj < kb; ++jj) {
+      const double g = gm1[jj] > 0.0 ? gm1[jj] : 0.0;
+      const bool small = g < 8.673617379884035e-19;                   // 2^-60
+      const double scaled = small ? g * 1.2676506002282294e+30 : g;  // 2^100
+      const float rt = std::sqrt(static_cast<float>(scaled));
+      hi[jj] = small ? rt * 8.881784197001252e-16f : rt;  // 2^-50: sqrt(g - 1) for now
+      xi[jj] = static_cast<float>(g);
+      fi[jj] = static_cast<float>(gi[jj]);
+    }
+    int64_t j = 0;
+    const VecF vb(-beta), vsc(inv_sc), two(2.0f);
+    if (a.score == COSH) {
+      for (; j + VecF::size() <= kb; j += VecF::size()) {
+        VecF xv = VecF::loadu(xi + j);
+        xv.store(di + j);
+        (xv * vb).store(si + j);
+      }
+      for (; j < kb; ++j) {
+        di[j] = xi[j];
+        si[j] = -beta * xi[j];
+      }
+    } else {
+      for (; j + VecF::size() <= kb; j += VecF::size()) {
+        const VecF xv = VecF::loadu(xi + j);
+        const VecF sh = VecF::loadu(hi + j) * (xv + two).sqrt();
+        const VecF d = (xv + sh).log1p() * vsc;
+        sh.store(hi + j);
+        d.store(di + j);
+        (a.score == SQUARED ? d * d * vb : d * vb).store(si + j);
+      }
+      for (; j < kb; ++j) {
+        const float sh = hi[j] * std::sqrt(xi[j] + 2.0f);
+        const float d = std::log1p(xi[j] + sh) * inv_sc;
+        hi[j] = sh;
+        di[j] = d;
+        si[j] = -beta * (a.score == SQUARED ? d * d : d);
+      }
+    }
+    if (mrow) {
+      const float* mi = mrow + (i0 + ii) * a.mask_sn + j0 * a.mask_sm;
+      if (a.mask_sm == 1) {
+        for (int64_t jj = 0; jj < kb; ++jj) si[jj] += mi[jj];
+      } else {
+        for (int64_t jj = 0; jj < kb; ++jj) si[jj] += mi[jj * a.mask_sm];
+      }
+    }
+    if (a.causal) {
+      const int64_t first_forbidden = i0 + ii + 1 - j0;
+      for (int64_t jj = std::max<int64_t>(0, first_forbidden); jj < kb; ++jj)
+        si[jj] = -std::numeric_limits<float>::infinity();
+    }
+  }
+}
+
+Args make_args(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v,
+               const at::Tensor& beta, double c, const c10::optional<at::Tensor>& mask,
+               const c10::optional<at::Tensor>& mask_base, int64_t mask_sn, int64_t mask_sm,
+               int64_t score, bool causal) {
+  TORCH_CHECK(q.dim() == 3 && k.dim() == 3 && v.dim() == 3, "q, k, v must be (BH, L, W)");
+  TORCH_CHECK(q.scalar_type() == at::kDouble && k.scalar_type() == at::kDouble,
+              "q and k must be float64");
+  TORCH_CHECK(v.scalar_type() == at::kFloat && beta.scalar_type() == at::kFloat,
+              "v and beta must be float32");
+  TORCH_CHECK(q.is_contiguous() && k.is_contiguous() && v.is_contiguous() && beta.is_contiguous(),
+              "inputs must be contiguous");
+  Args a{};
+  a.q = q.data_ptr<double>();
+  a.k = k.data_ptr<double>();
+  a.v = v.data_ptr<float>();
+  a.beta = beta.data_ptr<float>();
+  a.mask = nullptr;
+  a.mask_base = nullptr;
+  if (mask.has_value()) {
+    TORCH_CHECK(mask->scalar_type() == at::kFloat && mask_base.has_value(), "bad mask");
+    a.mask = mask->data_ptr<float>();
+    a.mask_base = mask_base->data_ptr<int64_t>();
+  }
+  a.mask_sn = mask_sn;
+  a.mask_sm = mask_sm;
+  a.bh = q.size(0);
+  a.n = q.size(1);
+  a.m = k.size(1);
+  a.w = q.size(2);
+  a.vd = v.size(2);
+  a.c = c;
+  a.score = score;
+  a.causal = causal;
+  return a;
+}
+
+}  // namespace
+
+std::vector<at::Tensor> forward(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v,
+                                const at::Tensor& beta, double c,
+                                const c10::optional<at::Tensor>& mask,
+                                const c10::optional<at::Tensor>& mask_base, int64_t mask_sn,
+                                int64_t mask_sm, int64_t score, bool causal) {
+  Args a = make_args(q, k, v, beta, c, mask, mask_base, mask_sn, mask_sm, score, causal);
+  const at::Tensor k0 = k.select(2, 0).contiguous();
+  a.k0 = k0.data_ptr<double>();
+  at::Tensor out = at::empty({a.bh, a.n, a.vd}, v.options());
+  at::Tensor lse = at::empty({a.bh, a.n}, v.options());
+  float* po = out.data_ptr<float>();
+  float* pl = lse.data_ptr<float>();
+  const int64_t nblocks = (a.n + R - 1) / R;
+  constexpr float NEG_INF = -std::numeric_limits<float>::infinity();
+  at::parallel_for(0, a.bh * nblocks, 1, [&](int64_t begin, int64_t end) {
+    Block blk;
+    std::vector<float> acc(R * a.vd), mx(R), l(R);
+    for (int64_t task = begin; task < end; ++task) {
+      const int64_t b = task / nblocks, i0 = (task % nblocks) * R;
+      const int64_t r = std::min(R, a.n - i0);
+      const int64_t jmax = a.causal ? std::min(a.m, i0 + r) : a.m;
+      std::fill(acc.begin(), acc.end(), 0.0f);
+      std::fill(mx.begin(), mx.end(), NEG_INF);
+      std::fill(l.begin(), l.end(), 0.0f);
+      for (int64_t j0 = 0; j0 < jmax; j0 += KB) {
+        const int64_t kb = std::min(KB, jmax - j0);
+        block_scores(a, b, i0, r, j0, kb, blk);
+        for (int64_t ii = 0; ii < r; ++ii) {
+          float* si = blk.s.data() + ii * kb;
+          float top = mx[ii];
+          {
+            int64_t jj = 0;
+            VecF vm(top);
+            for (; jj + VecF::size() <= kb; jj += VecF::size())
+              vm = at::vec::maximum(vm, VecF::loadu(si + jj));
+            float lanes[VecF::size()];
+            vm.store(lanes);
+            for (int64_t z = 0; z < VecF::size(); ++z) top = std::max(top, lanes[z]);
+            for (; jj < kb; ++jj) top = std::max(top, si[jj]);
+          }
+          if (top == NEG_INF) {
+            std::fill(si, si + kb, 0.0f);
+            continue;
+          }
+          const float scale = std::exp(mx[ii] - top);  // 0 on the first finite block
+          mx[ii] = top;
+          float* ai = acc.data() + ii * a.vd;
+          for (int64_t t = 0; t < a.vd; ++t) ai[t] *= scale;
+          int64_t jj = 0;
+          VecF total(0.0f);
+          const VecF vt(top);
+          for (; jj + VecF::size() <= kb; jj += VecF::size()) {
+            const VecF p = (VecF::loadu(si + jj) - vt).exp_u20();
+            p.store(si + jj);
+            total = total + p;
+          }
+          float lanes[VecF::size()];
+          total.store(lanes);
+          float tsum = 0.0f;
+          for (int64_t z = 0; z < VecF::size(); ++z) tsum += lanes[z];
+          for (; jj < kb; ++jj) {
+            si[jj] = std::exp(si[jj] - top);
+            tsum += si[jj];
+          }
+          l[ii] = l[ii] * scale + tsum;
+        }
+        mm<float>(false, false, r, a.vd, kb, 1.0f, blk.s.data(), kb,
+                  a.v + (b * a.m + j0) * a.vd, a.vd, 1.0f, acc.data(), a.vd);
+      }
+      for (int64_t ii = 0; ii < r; ++ii) {
+        float* oi = po + (b * a.n + i0 + ii) * a.vd;
+        const float* ai = acc.data() + ii * a.vd;
+        if (l[ii] > 0.0f) {
+          const float inv = 1.0f / l[ii];
+          for (int64_t t = 0; t < a.vd; ++t) oi[t] = ai[t] * inv;
+          pl[b * a.n + i0 + ii] = mx[ii] + std::log(l[ii]);
+        } else {  // every key masked: zero sums, and zero weights in the backward pass
+          for (int64_t t = 0; t < a.vd; ++t) oi[t] = 0.0f;
+          pl[b * a.n + i0 + ii] = std::numeric_limits<float>::infinity();
+        }
+      }
+    }
+  });
+  return {out, lse};
+}
+
+// Gradients of sum(grad_out * o) in q (that is, in qJ), k, v (float32), and per slice in beta
+// and c (float64). The products use float copies of q and k.
+std::vector<at::Tensor> backward(const at::Tensor& grad_out, const at::Tensor& q,
+                                 const at::Tensor& k, const at::Tensor& v,
+                                 const at::Tensor& beta, double c,
+                                 const c10::optional<at::Tensor>& mask,
+                                 const c10::optional<at::Tensor>& mask_base, int64_t mask_sn,
+                                 int64_t mask_sm, int64_t score, bool causal,
+                                 const at::Tensor& out, const at::Tensor& lse) {
+  Args a = make_args(q, k, v, beta, c, mask, mask_base, mask_sn, mask_sm, score, causal);
+  TORCH_CHECK(grad_out.is_contiguous() && out.is_contiguous() && lse.is_contiguous(),
+              "grad_out, out, lse must be contiguous");
+  const at::Tensor k0 = k.select(2, 0).contiguous();
+  a.k0 = k0.data_ptr<double>();
+  const at::Tensor qf = q.to(at::kFloat), kf = k.to(at::kFloat);
+  at::Tensor gq = at::zeros({a.bh, a.n, a.w}, v.options());
+  at::Tensor gk = at::zeros({a.bh, a.m, a.w}, v.options());
+  at::Tensor gv = at::zeros({a.bh, a.m, a.vd}, v.options());
+  at::Tensor gbeta = at::zeros({a.bh}, q.options());
+  at::Tensor gc = at::zeros({a.bh}, q.options());
+  const float* go = grad_out.data_ptr<float>();
+  const float* po = out.data_ptr<float>();
+  const float* pl = lse.data_ptr<float>();
+  const float* pqf = qf.data_ptr<float>();
+  const float* pkf = kf.data_ptr<float>();
+  float* pgq = gq.data_ptr<float>();
+  float* pgk = gk.data_ptr<float>();
+  float* pgv = gv.data_ptr<float>();
+  double* pgb = gbeta.data_ptr<double>();
+  double* pgc = gc.data_ptr<double>();
+  const float sc = static_cast<float>(std::sqrt(c));
+  const float cf = static_cast<float>(c);
+  // slices in parallel: each owns its key and value gradients
+  at::parallel_for(0, a.bh, 1, [&](int64_t begin, int64_t end) {
+    Block blk;
+    std::vector<float> dp(R * KB), dd(R);
+    for (int64_t b = begin; b < end; ++b) {
+      double beta_acc = 0.0, c_acc = 0.0;
+      const float beta_b = a.beta[b];
+      const VecF vnb(-beta_b), vsc(sc), vtiny(TINY), vzero(0.0f), vone(1.0f);
+      // ds/dg = -beta f'(d) dd/dg; ds/dc at fixed g = beta f / (2c) (distance), beta f / c
+      // (squared), 0 (cosh)
+      const VecF dist_k(-beta_b / sc), sq_k(-beta_b * 2.0f / cf);
+      const VecF dc_k(score == DISTANCE ? beta_b / (2.0f * cf) : beta_b / cf);
+      for (int64_t i0 = 0; i0 < a.n; i0 += R) {
+        const int64_t r = std::min(R, a.n - i0);
+        const int64_t jmax = a.causal ? std::min(a.m, i0 + r) : a.m;
+        const float* gob = go + (b * a.n + i0) * a.vd;
+        for (int64_t ii = 0; ii < r; ++ii) {
+          const float* u = gob + ii * a.vd;
+          const float* o = po + (b * a.n + i0 + ii) * a.vd;
+          float t = 0.0f;
+          for (int64_t z = 0; z < a.vd; ++z) t += u[z] * o[z];
+          dd[ii] = t;
+        }
+        for (int64_t j0 = 0; j0 < jmax; j0 += KB) {
+          const int64_t kb = std::min(KB, jmax - j0);
+          block_scores(a, b, i0, r, j0, kb, blk);
+          const float* vb = a.v + (b * a.m + j0) * a.vd;
+          // dP = dO V^T
+          mm<float>(false, true, r, kb, a.vd, 1.0f, gob, a.vd, vb, a.vd, 0.0f, dp.data(), kb);
+          for (int64_t ii = 0; ii < r; ++ii) {
+            const float lrow = pl[b * a.n + i0 + ii];
+            float* si = blk.s.data() + ii * kb;
+            float* pi = dp.data() + ii * kb;
+            const float* xi = blk.x.data() + ii * kb;
+            const float* hi = blk.sh.data() + ii * kb;
+            const float* di = blk.d.data() + ii * kb;
+            const float* fi = blk.gf.data() + ii * kb;
+            if (std::isinf(lrow)) {  // a row whose keys are all masked: no gradient
+              std::fill(si, si + kb, 0.0f);
+              std::fill(pi, pi + kb, 0.0f);
+              continue;
+            }
+            const VecF vl(lrow), vdd(dd[ii]);
+            VecF bsum(0.0f), csum(0.0f);
+            int64_t jj = 0;
+            auto step = [&](const VecF& sv, const VecF& dpv, const VecF& xv, const VecF& hv,
+                            const VecF& dv, const VecF& gv, VecF& p_out, VecF& gbar_out) {
+              const VecF p = (sv - vl).exp_u20();
+              const VecF ds = p * (dpv - vdd);
+              VecF f, dsdg;
+              if (score == COSH) {
+                f = xv;
+                dsdg = vnb;
+              } else if (score == SQUARED) {
+                f = dv * dv;
+                const VecF ratio = VecF::blendv(vone, (dv * vsc) / at::vec::maximum(hv, vtiny),
+                                                hv > vtiny);
+                dsdg = sq_k * ratio;
+              } else {
+                f = dv;
+                dsdg = VecF::blendv(vzero, dist_k / at::vec::maximum(hv, vtiny),
+                                    xv > VecF(2.0f * TINY * TINY));
+              }
+              const VecF gbar = ds * dsdg;
+              bsum = bsum - ds * f;
+              csum = csum + gbar * gv;
+              if (score != COSH) csum = csum + ds * dc_k * f;
+              p_out = p;
+              gbar_out = gbar;
+            };
+            for (; jj + VecF::size() <= kb; jj += VecF::size()) {
+              VecF p, gbar;
+              step(VecF::loadu(si + jj), VecF::loadu(pi + jj), VecF::loadu(xi + jj),
+                   VecF::loadu(hi + jj), VecF::loadu(di + jj), VecF::loadu(fi + jj), p, gbar);
+              p.store(si + jj);
+              gbar.store(pi + jj);
+            }
+            if (jj < kb) {  // the tail through padded copies (weight 0 beyond the block)
+              const int64_t rest = kb - jj;
+              float ts[VecF::size()], tp[VecF::size()], tx[VecF::size()], th[VecF::size()],
+                  td[VecF::size()], tf[VecF::size()];
+              for (int64_t z = 0; z < VecF::size(); ++z) {
+                const bool in = z < rest;
+                ts[z] = in ? si[jj + z] : -std::numeric_limits<float>::infinity();
+                tp[z] = in ? pi[jj + z] : 0.0f;
+                tx[z] = in ? xi[jj + z] : 0.0f;
+                th[z] = in ? hi[jj + z] : 0.0f;
+                td[z] = in ? di[jj + z] : 0.0f;
+                tf[z] = in ? fi[jj + z] : 0.0f;
+              }
+              VecF p, gbar;
+              step(VecF::loadu(ts), VecF::loadu(tp), VecF::loadu(tx), VecF::loadu(th),
+                   VecF::loadu(td), VecF::loadu(tf), p, gbar);
+              p.store(ts);
+              gbar.store(tp);
+              for (int64_t z = 0; z < rest; ++z) {
+                si[jj + z] = ts[z];
+                pi[jj + z] = tp[z];
+              }
+            }
+            float lanes[VecF::size()];
+            bsum.store(lanes);
+            for (int64_t z = 0; z < VecF::size(); ++z) beta_acc += lanes[z];
+            csum.store(lanes);
+            for (int64_t z = 0; z < VecF::size(); ++z) c_acc += lanes[z];
+          }
+          // dV += P^T dO ; d(qJ) += dG K ; dK += dG^T qJ  (the factor c comes at the end)
+          mm<float>(true, false, kb, a.vd, r, 1.0f, blk.s.data(), kb, gob, a.vd, 1.0f,
+                    pgv + (b * a.m + j0) * a.vd, a.vd);
+          mm<float>(false, false, r, a.w, kb, 1.0f, dp.data(), kb, pkf + (b * a.m + j0) * a.w,
+                    a.w, 1.0f, pgq + (b * a.n + i0) * a.w, a.w);
+          mm<float>(true, false, kb, a.w, r, 1.0f, dp.data(), kb, pqf + (b * a.n + i0) * a.w,
+                    a.w, 1.0f, pgk + (b * a.m + j0) * a.w, a.w);
+        }
+      }
+      pgb[b] = beta_acc;
+      pgc[b] = c_acc;
+    }
+  });
+  return {gq.mul_(cf), gk.mul_(cf), gv, gbeta, gc};
+}
+
+// The scores s_ij (mask included) of every pair, (BH, N, M): what the forward pass computes
+// block by block, for tests against the exact scores.
+at::Tensor scores(const at::Tensor& q, const at::Tensor& k, const at::Tensor& beta, double c,
+                  int64_t score) {
+  const at::Tensor v = at::zeros({k.size(0), k.size(1), 1}, beta.options());
+  Args a = make_args(q, k, v, beta, c, c10::nullopt, c10::nullopt, 0, 0, score, false);
+  const at::Tensor k0 = k.select(2, 0).contiguous();
+  a.k0 = k0.data_ptr<double>();
+  at::Tensor s = at::empty({a.bh, a.n, a.m}, beta.options());
+  float* ps = s.data_ptr<float>();
+  Block blk;
+  for (int64_t b = 0; b < a.bh; ++b)
+    for (int64_t i0 = 0; i0 < a.n; i0 += R)
+      for (int64_t j0 = 0; j0 < a.m; j0 += KB) {
+        const int64_t r = std::min(R, a.n - i0), kb = std::min(KB, a.m - j0);
+        block_scores(a, b, i0, r, j0, kb, blk);
+        for (int64_t ii = 0; ii < r; ++ii)
+          std::copy(blk.s.data() + ii * kb, blk.s.data() + (ii + 1) * kb,
+                    ps + (b * a.n + i0 + ii) * a.m + j0);
+      }
+  return s;
+}
+
+// Registered as plain operators of a private namespace (no Python binding to compile); the
+// public custom operators of poincare.nn._kernel call them.
+TORCH_LIBRARY(poincare_kernels, m) {
+  m.def("forward", &forward);
+  m.def("backward", &backward);
+  m.def("scores", &scores);
+}
