@@ -81,6 +81,24 @@ struct Block {
   Block() : gram(R * KB), gm1(KB), s(R * KB), x(R * KB), sh(R * KB), d(R * KB), gf(R * KB) {}
 };
 
+// g - 1 (clamped at 0), sqrt(g - 1) (taken before the rounding to float: scaled by 2^100
+// below 2^-60, so that a g - 1 below float's normal range keeps its distance) and G, in float.
+void convert_block(const double* __restrict gm1, const double* __restrict gram,
+                   float* __restrict root, float* __restrict x, float* __restrict gf,
+                   int64_t kb) {
+  for (int64_t jj = 0; jj < kb; ++jj) {
+    const double g = gm1[jj] > 0.0 ? gm1[jj] : 0.0;
+    const double up = g < 8.673617379884035e-19 ? 1.2676506002282294e+30 : 1.0;
+    root[jj] = static_cast<float>(g * up);
+    x[jj] = static_cast<float>(g);
+    gf[jj] = static_cast<float>(gram[jj]);
+  }
+  for (int64_t jj = 0; jj < kb; ++jj) {
+    const float down = x[jj] < 8.673617379884035e-19f ? 8.881784197001252e-16f : 1.0f;
+    root[jj] = std::sqrt(root[jj]) * down;
+  }
+}
+
 // The scores of rows i0..i0+r and keys j0..j0+kb of slice b (see Block). g - 1 is rounded to
 // float once; sqrt(g - 1) is taken before that rounding (scaled by 2^100 below 2^-60), so that
 // a g - 1 below float's normal range keeps its distance.
@@ -125,15 +143,7 @@ void block_scores(const Args& a, int64_t b, int64_t i0, int64_t r, int64_t j0, i
         gm1[jj] = 0.5 * c * acc;
       }
     }
-    for (int64_t jj = 0; jj < kb; ++jj) {
-      const double g = gm1[jj] > 0.0 ? gm1[jj] : 0.0;
-      const bool small = g < 8.673617379884035e-19;                   // 2^-60
-      const double scaled = small ? g * 1.2676506002282294e+30 : g;  // 2^100
-      const float rt = std::sqrt(static_cast<float>(scaled));
-      hi[jj] = small ? rt * 8.881784197001252e-16f : rt;  // 2^-50: sqrt(g - 1) for now
-      xi[jj] = static_cast<float>(g);
-      fi[jj] = static_cast<float>(gi[jj]);
-    }
+    convert_block(gm1, gi, hi, xi, fi, kb);
     int64_t j = 0;
     const VecF vb(-beta), vsc(inv_sc), two(2.0f);
     if (a.score == COSH) {

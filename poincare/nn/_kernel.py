@@ -62,7 +62,7 @@ _reason: list[str] = []
 
 def _flags() -> list[str]:
     """Compiler flags for the vectorised types of the running CPU (as Inductor chooses them)."""
-    flags = ["-O3", "-fno-math-errno", "-std=c++17"]
+    flags = ["-O3", "-fno-math-errno", "-fno-trapping-math"]
     capability = torch.backends.cpu.get_cpu_capability()
     if capability.startswith("AVX512"):
         flags += ["-DCPU_CAPABILITY_AVX512", "-mavx512f", "-mavx512dq", "-mavx512vl"]
