@@ -42,7 +42,12 @@ and take the tangent vector of each midpoint at the origin
   computing below float64: :math:`g - 1 = \cosh(s_c d) - 1` comes from one float64 product of
   the Lorentz coordinates, its close pairs (where the product cancels) from the differences of
   their coordinates (:func:`poincare._fused.lorentz_cosh_minus_one`), the scores from
-  :func:`poincare._fused.cosh_score`, the value sums in the compute dtype.
+  :func:`poincare._fused.cosh_score`, the value sums in the compute dtype. On the CPU, without
+  dropout or weights and outside ``torch.func`` transforms, the whole pipeline (the Gram
+  entries, the close-pair correction, the scores, an online softmax and the value sums, and a
+  backward pass that recomputes them block by block) runs in one fused C++ kernel,
+  :mod:`poincare.nn._kernel`, which holds no ``N x M`` matrix; elsewhere (and where the kernel
+  cannot be built) it runs blockwise in PyTorch (:func:`_attend`).
 * ``"points"``: explicit scores of calls computing in float64, whose accuracy needs the points:
   :func:`pairwise_score` of the head points, float64 value sums.
 
