@@ -82,7 +82,7 @@ if sorted(record) != sorted(names):
     )
 if top_level is not None and top_level != ["poincare"]:
     problems.append(f"top_level.txt lists {top_level}, not ['poincare']")
-for required in ("poincare/__init__.py", "poincare/nn/__init__.py", "poincare/py.typed"):
+for required in ("poincare/__init__.py", "poincare/nn/__init__.py", "poincare/py.typed", "poincare/csrc/lorentz_attention.cpp"):
     if required not in names:
         problems.append(f"{required} is missing")
 print(f"RECORD of {path.rsplit('/', 1)[-1]} ({len(record)} files):")

@@ -4,14 +4,16 @@
 
 1. the core ops against geoopt, forward+backward, float32 and float64 (``benchmarks.core``);
 2. ``pairwise_dist`` against geoopt's distance of broadcast pairs (``benchmarks.pairwise``);
-3. the attention against the Euclidean ``scaled_dot_product_attention`` module, time at
-   N in {64, 256, 1024} for (B=4, E=128, heads=8) and (B=32, E=256, heads=8), and peak memory
-   at N = 8192 (``benchmarks.attention``);
+3. the attention's targets against the Euclidean ``scaled_dot_product_attention`` module
+   (``python -m benchmarks.attention --targets``): time at 1 and 2 threads at N in {256, 1024,
+   4096} for (B=4, E=128, heads=8) and (B=32, E=256, heads=8), peak memory at N = 8192,
+   ``torch.compile`` against eager, each ratio beside its target, and how many are met;
 4. the video model's training throughput, transformer against ConvGRU, and the cost of
    ``--fp64_hyper`` (``benchmarks.model``).
 
 ``--compile`` adds the ``torch.compile`` columns (much longer: every op and module compiles
-first). On a machine with CUDA, the core and attention tables are repeated on the GPU.
+first; the attention's targets compile whether or not it is given). On a machine with CUDA, the
+core tables and the attention's time table are repeated on the GPU.
 ``--write-readme`` replaces the README's block between ``<!-- benchmarks:begin -->`` and
 ``<!-- benchmarks:end -->`` with this run's tables. ``--quick`` shrinks every size (a check that
 the suite runs, not a measurement). The optional dependencies of every table (geoopt and
@@ -24,6 +26,7 @@ import argparse
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import torch
@@ -78,9 +81,29 @@ def run_suite(*, quick: bool, compiled: bool) -> str:
         "pairwise_dist against geoopt's broadcast dist, forward+backward, float32, D = 64",
         pairwise.format_rows(pairwise.run(sizes, 64, torch.float32, reps)),
     )
+    for title, body in attention_tables(quick=quick, compiled=compiled, devices=devices):
+        emit(title, body)
+    rows_m = model.run(rounds=3 if quick else 8, compile=compiled)
+    emit("Video model, training throughput on the default run's sizes", model.format_rows(rows_m))
+    return "\n".join(parts)
+
+
+def attention_tables(
+    *, quick: bool, compiled: bool, devices: list[str]
+) -> Iterator[tuple[str, str]]:
+    """The attention's tables as (title, Markdown), each as soon as it is done: on the CPU, the
+    project's targets (``attention.TARGETS``, or ``attention.TARGETS_QUICK`` with ``quick``;
+    they include ``torch.compile`` against eager) and their count; on CUDA, the time table of
+    ``attention.time_rows`` (and its compiled twin with ``compiled``)."""
+    tables: list[attention.TargetTable] = []
+    for table in attention.run_targets(attention.TARGETS_QUICK if quick else attention.TARGETS):
+        tables.append(table)
+        yield table.title, table.markdown()
+    yield "Attention targets, all together", attention.targets_summary(tables)
     lengths = [16, 64] if quick else [64, 256, 1024]
     configs = ((2, 32, 4), (4, 64, 8)) if quick else ((4, 128, 8), (32, 256, 8))
-    for device in devices:
+    reps = 2 if quick else 3
+    for device in (d for d in devices if d != "cpu"):
         for flag in (False, True) if compiled else (False,):
             rows = []
             for batch, embed, heads in configs:
@@ -89,22 +112,11 @@ def run_suite(*, quick: bool, compiled: bool) -> str:
                     batch, embed, heads, lengths, rounds, compiled=flag, device=device
                 )
             mode = "torch.compile" if flag else "eager"
-            emit(
+            yield (
                 f"Attention, forward+backward time against the SDPA module, float32, {device}, "
                 f"{mode} (ratios: medians of per-round ratios)",
                 attention.format_time_rows(rows),
             )
-    mem_n = 1024 if quick else 8192
-    emit(
-        f"Attention, peak memory one forward+backward adds at N = {mem_n} (B=1, E=32, heads=4), "
-        "each in a fresh process",
-        attention.format_memory_rows(
-            attention.memory_rows(1, 32, 4, mem_n, ("cosh", "distance", "squared"))
-        ),
-    )
-    rows_m = model.run(rounds=3 if quick else 8, compile=compiled)
-    emit("Video model, training throughput on the default run's sizes", model.format_rows(rows_m))
-    return "\n".join(parts)
 
 
 def write_readme(path: Path, text: str) -> None:

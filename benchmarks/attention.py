@@ -17,6 +17,22 @@ memory one forward+backward at that length adds, each implementation in a fresh 
 
 Run: ``python -m benchmarks.attention [--batch 4 --embed 128 --heads 8 --lengths 64 256 1024]
 [--compile] [--memory-n 8192]``.
+
+``--targets`` checks the project's targets in one run, at 1 and 2 threads: three tables (time
+of each score over ``sdpa``'s at (B, E, heads) in {(4, 128, 8), (32, 256, 8)} and N in {256,
+1024, 4096}, at most 2x for ``distance`` and ``squared`` and 1.3x for ``cosh``; the peak memory
+each score adds at N = 8192, (B, E, heads) = (1, 32, 4), at most 2x ``sdpa``'s; inductor-compiled
+against eager at (4, 128, 8), N = 1024: compiled / compiled ``sdpa`` at most eager / ``sdpa``, and
+compiled at most eager time), a ``target`` and a ``met`` column after each ratio, and a last
+line ``targets met: X of Y``. Its run time, extrapolated quadratically from one (4, 128, 8)
+N = 256 round of ``sdpa`` and the three scores (0.15 s at 1 thread, 0.30 s at 2 threads on the
+shared 2-core machine under load): the time grid is 5384 such rounds per thread count (with
+:func:`target_rounds`; 4096 of them the single (32, 256, 8) N = 4096 round), 13 min at 1 thread
+and up to 27 at 2; the compile table about 4 min per thread count (mostly inductor compiling
+the four modules), the memory table about 1 min: about 50 min in all on that machine, less
+on an idle one (the extrapolation overestimates: N = 1024 took 1.1 s, not 2.3).
+``--targets-quick`` runs the same code on tiny sizes in under a minute (a check, not a
+measurement).
 """
 
 from __future__ import annotations
@@ -28,7 +44,9 @@ import statistics
 import subprocess
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from functools import partial
 
 import torch
 from torch import Tensor, nn
@@ -101,13 +119,13 @@ class _SelfAttention:
 
 
 def make_steps(
-    embed: int, heads: int, compiled: bool = False, device: str = "cpu"
+    embed: int, heads: int, compiled: bool = False, device: str = "cpu", backend: str = "inductor"
 ) -> dict[str, Step]:
     """The implementations by name: ``mha`` (``nn.MultiheadAttention``), ``sdpa`` (the
     Euclidean peer on ``scaled_dot_product_attention``), ``cosh``, ``distance`` and
     ``squared`` (the hyperbolic module with that score), ``cosh-lean`` (``cosh`` with
     ``memory_efficient=True``) and ``naive`` (the broadcast design). With ``compiled``, each
-    module goes through ``torch.compile`` (the default backend)."""
+    module goes through ``torch.compile`` with ``backend`` (default: inductor)."""
     torch.manual_seed(0)
     modules: dict[str, tuple[nn.Module, bool]] = {
         "mha": (nn.MultiheadAttention(embed, heads, batch_first=True), True),
@@ -129,7 +147,7 @@ def make_steps(
     for name, (module, packed) in modules.items():
         module.to(device)
         if compiled and name != "naive":
-            module = torch.compile(module)  # type: ignore[assignment]
+            module = torch.compile(module, backend=backend)  # type: ignore[assignment]
         steps[name] = _SelfAttention(module, packed)
     return steps
 
@@ -157,12 +175,15 @@ def time_rows(
     impls: tuple[str, ...] = ("cosh", "distance", "squared"),
     compiled: bool = False,
     device: str = "cpu",
+    peers: tuple[str, ...] = ("sdpa", "mha"),
+    warmup: int | None = None,
 ) -> list[dict[str, object]]:
-    """Forward+backward times of ``impls`` against ``sdpa`` (and ``mha``), interleaved; one
-    row per (N, impl) with the median ms and the medians of per-round ratios ``vs_sdpa`` and
-    ``vs_mha``."""
+    """Forward+backward times of ``impls`` against ``peers`` (``sdpa`` first, then ``mha``
+    unless left out), interleaved after ``warmup`` untimed runs of each (default: 2 compiled,
+    1 eager); one row per (N, impl) with the median ms and the medians of per-round ratios
+    ``vs_sdpa`` (and ``vs_mha``)."""
     steps = make_steps(embed, heads, compiled, device)
-    names = ["sdpa", "mha", *impls]
+    names = [*peers, *impls]
     rows: list[dict[str, object]] = []
     for n in lengths:
         x = _input(batch, n, embed).to(device)
@@ -170,23 +191,23 @@ def time_rows(
         def bind(step: Step, x: Tensor = x) -> Callable[[], object]:
             return lambda: run_once(step, x)
 
-        warm = 2 if compiled else 1
+        warm = (2 if compiled else 1) if warmup is None else warmup
         times = interleaved({k: bind(steps[k]) for k in names}, rounds, warmup=warm, device=device)
         for name in names:
-            rows.append(
-                {
-                    "batch": batch,
-                    "embed": embed,
-                    "heads": heads,
-                    "n": n,
-                    "impl": name,
-                    "ms": statistics.median(times[name]) * 1e3,
-                    "vs_sdpa": median_ratio(times[name], times["sdpa"]),
-                    "vs_mha": median_ratio(times[name], times["mha"]),
-                    "compiled": compiled,
-                    "device": device,
-                }
-            )
+            row: dict[str, object] = {
+                "batch": batch,
+                "embed": embed,
+                "heads": heads,
+                "n": n,
+                "impl": name,
+                "ms": statistics.median(times[name]) * 1e3,
+                "vs_sdpa": median_ratio(times[name], times["sdpa"]),
+                "compiled": compiled,
+                "device": device,
+            }
+            if "mha" in times:
+                row["vs_mha"] = median_ratio(times[name], times["mha"])
+            rows.append(row)
     return rows
 
 
@@ -205,9 +226,9 @@ def _peak_rss_bytes() -> int:
     raise RuntimeError("no VmHWM in /proc/self/status")
 
 
-def _memory_child(impl: str, batch: int, n: int, embed: int, heads: int) -> None:
+def _memory_child(impl: str, batch: int, n: int, embed: int, heads: int, threads: int) -> None:
     """Print the peak resident memory a forward+backward at length ``n`` adds (bytes)."""
-    torch.set_num_threads(1)
+    torch.set_num_threads(threads)
     step = make_steps(embed, heads)[impl]
     run_once(step, _input(batch, 16, embed))  # load every kernel first
     x = _input(batch, n, embed)
@@ -218,16 +239,23 @@ def _memory_child(impl: str, batch: int, n: int, embed: int, heads: int) -> None
 
 
 def memory_rows(
-    batch: int, embed: int, heads: int, n: int, impls: tuple[str, ...]
+    batch: int,
+    embed: int,
+    heads: int,
+    n: int,
+    impls: tuple[str, ...],
+    *,
+    threads: int = 1,
+    peers: tuple[str, ...] = ("sdpa", "mha"),
 ) -> list[dict[str, object]]:
-    """Peak resident memory added by one forward+backward at length ``n``, each
-    implementation in a fresh process (``/proc`` and ``VmHWM``: Linux), with its ratio to
-    ``sdpa``'s."""
+    """Peak resident memory added by one forward+backward at length ``n`` on ``threads``
+    threads, ``peers`` (``sdpa`` first) then ``impls``, each implementation in a fresh process
+    (``/proc`` and ``VmHWM``: Linux), with its ratio to ``sdpa``'s."""
     peaks: dict[str, int] = {}
-    for impl in ("sdpa", "mha", *impls):
+    for impl in (*peers, *impls):
         cmd = [sys.executable, "-m", "benchmarks.attention", "--memory-child", impl]
         cmd += ["--batch", str(batch), "--embed", str(embed), "--heads", str(heads)]
-        cmd += ["--lengths", str(n)]
+        cmd += ["--lengths", str(n), "--threads", str(threads)]
         done = subprocess.run(cmd, capture_output=True, text=True, check=True)
         peaks[impl] = int(done.stdout.strip().splitlines()[-1])
     return [
@@ -289,8 +317,223 @@ def format_memory_rows(rows: list[dict[str, object]]) -> str:
     return "\n".join(lines)
 
 
+SCORES = ("cosh", "distance", "squared")
+"""The hyperbolic module's scores, each checked against the targets."""
+TIME_TARGETS = {"cosh": 1.3, "distance": 2.0, "squared": 2.0}
+"""The bound of each score's forward+backward time over the SDPA module's (eager, float32)."""
+MEMORY_TARGET = 2.0
+"""The bound of each score's peak memory added over the SDPA module's."""
+
+
+@dataclass(frozen=True)
+class TargetGrid:
+    """The sizes of a ``--targets`` run; every part runs at each of ``threads``."""
+
+    threads: tuple[int, ...]
+    shapes: tuple[tuple[int, int, int], ...]
+    """(B, E, heads) of the time table, each at every N of ``lengths``."""
+    lengths: tuple[int, ...]
+    memory: tuple[int, int, int, int]
+    """(B, E, heads, N) of the memory table."""
+    compiled: tuple[int, int, int, int]
+    """(B, E, heads, N) of the ``torch.compile`` table."""
+    backend: str
+    """``torch.compile``'s backend."""
+    max_rounds: int
+    budget: float
+    """The work of the rounds at one size, in (4, 128, 8) N = 256 rounds (:func:`target_rounds`)."""
+
+
+TARGETS = TargetGrid(
+    threads=(1, 2),
+    shapes=((4, 128, 8), (32, 256, 8)),
+    lengths=(256, 1024, 4096),
+    memory=(1, 32, 4, 8192),
+    compiled=(4, 128, 8, 1024),
+    backend="inductor",
+    max_rounds=7,
+    budget=512,
+)
+"""The project's targets (``--targets``)."""
+TARGETS_QUICK = TargetGrid(
+    threads=(1, 2),
+    shapes=((1, 16, 2), (2, 16, 4)),
+    lengths=(16, 32),
+    memory=(1, 16, 2, 256),
+    compiled=(1, 16, 2, 32),
+    backend="eager",
+    max_rounds=2,
+    budget=512,
+)
+"""The same code on tiny sizes, compiled by TorchDynamo alone (``--targets-quick``: a check
+that it runs, not a measurement)."""
+
+
+def target_rounds(grid: TargetGrid, batch: int, embed: int, n: int) -> tuple[int, int]:
+    """(rounds, warm-up runs) at one size. A round's work grows as ``B·E·N²`` (the scores);
+    in units ``w`` of a (4, 128, 8) N = 256 round: ``budget // w`` rounds, between 1 and
+    ``max_rounds``, after one warm-up run where ``w < 256`` and none from there (a run takes
+    seconds to minutes there, and a first call costs no more than the others)."""
+    work = batch * embed * n * n / (4 * 128 * 256**2)
+    rounds = max(1, min(grid.max_rounds, int(grid.budget // work)))
+    return rounds, 1 if work < 256 else 0
+
+
+@dataclass(frozen=True)
+class Check:
+    """A measured ratio against its bound: met when the ratio as printed (two decimals) is at
+    most the bound as printed."""
+
+    value: float
+    bound: float
+
+    @property
+    def met(self) -> bool:
+        """Whether the printed ratio is at most the printed bound."""
+        return round(self.value, 2) <= round(self.bound, 2)
+
+    def cells(self) -> list[str]:
+        """The ratio's cell, its ``target`` and its ``met``."""
+        return [f"{self.value:.2f}", f"<= {self.bound:.2f}", "yes" if self.met else "no"]
+
+
+@dataclass(frozen=True)
+class TargetTable:
+    """One part of ``--targets``: a Markdown table with a ``target`` and a ``met`` column after
+    each checked ratio, and the checks behind them."""
+
+    title: str
+    head: tuple[str, ...]
+    rows: list[list[str]] = field(default_factory=list)
+    checks: list[Check] = field(default_factory=list)
+
+    def add(self, *cells: object) -> None:
+        """Append a row: a :class:`Check` fills three cells, anything else one."""
+        row: list[str] = []
+        for cell in cells:
+            if isinstance(cell, Check):
+                self.checks.append(cell)
+                row += cell.cells()
+            else:
+                row.append(str(cell))
+        assert len(row) == len(self.head)
+        self.rows.append(row)
+
+    def markdown(self) -> str:
+        """The table (without the title)."""
+        rule = "".join("---|" if h in ("score", "target", "met") else "---:|" for h in self.head)
+        lines = ["| " + " | ".join(self.head) + " |", "|" + rule]
+        return "\n".join(lines + ["| " + " | ".join(r) + " |" for r in self.rows])
+
+
+def _num(x: object) -> float:
+    assert isinstance(x, float)
+    return x
+
+
+def _time_table(grid: TargetGrid) -> TargetTable:
+    head: tuple[str, ...] = ("threads", "B", "E", "heads", "N", "rounds", "sdpa ms")
+    head += tuple(c for s in SCORES for c in (f"{s} / sdpa", "target", "met"))
+    table = TargetTable(
+        "Attention targets: forward+backward time against the SDPA module, float32, CPU, eager "
+        "(medians of per-round ratios)",
+        head,
+    )
+    for threads in grid.threads:
+        torch.set_num_threads(threads)
+        for batch, embed, heads in grid.shapes:
+            for n in grid.lengths:
+                rounds, warmup = target_rounds(grid, batch, embed, n)
+                rows = time_rows(batch, embed, heads, [n], rounds, peers=("sdpa",), warmup=warmup)
+                by = {r["impl"]: r for r in rows}
+                checks = [Check(_num(by[s]["vs_sdpa"]), TIME_TARGETS[s]) for s in SCORES]
+                sdpa_ms = f"{_num(by['sdpa']['ms']):.1f}"
+                table.add(threads, batch, embed, heads, n, rounds, sdpa_ms, *checks)
+    return table
+
+
+def _memory_table(grid: TargetGrid) -> TargetTable:
+    batch, embed, heads, n = grid.memory
+    head = ("threads", "B", "E", "heads", "N", "score", "sdpa MiB", "score MiB", "/ sdpa")
+    table = TargetTable(
+        f"Attention targets: peak memory one forward+backward adds at N = {n} (B={batch}, "
+        f"E={embed}, heads={heads}), each in a fresh process",
+        (*head, "target", "met"),
+    )
+    for threads in grid.threads:
+        rows = memory_rows(batch, embed, heads, n, SCORES, threads=threads, peers=("sdpa",))
+        by = {r["impl"]: r for r in rows}
+        sdpa_mib = f"{_num(by['sdpa']['peak_mib']):.1f}"
+        for s in SCORES:
+            mib, check = (
+                f"{_num(by[s]['peak_mib']):.1f}",
+                Check(_num(by[s]["vs_sdpa"]), MEMORY_TARGET),
+            )
+            table.add(threads, batch, embed, heads, n, s, sdpa_mib, mib, check)
+    return table
+
+
+def _compile_table(grid: TargetGrid) -> TargetTable:
+    batch, embed, heads, n = grid.compiled
+    head: tuple[str, ...] = ("threads", "B", "E", "heads", "N", "rounds", "score", "eager / sdpa")
+    head += ("compiled / compiled sdpa", "target", "met", "compiled / eager", "target", "met")
+    table = TargetTable(
+        f"Attention targets: torch.compile ({grid.backend}) of both modules against eager, "
+        "forward+backward, float32, CPU (the target of compiled / compiled sdpa is eager / sdpa)",
+        head,
+    )
+    rounds, _ = target_rounds(grid, batch, embed, n)
+    x = _input(batch, n, embed)
+    for threads in grid.threads:
+        torch.set_num_threads(threads)
+        torch._dynamo.reset()  # inductor's C++ loops take the thread count at compile time
+        eager = make_steps(embed, heads)
+        compiled = make_steps(embed, heads, compiled=True, backend=grid.backend)
+        fns: dict[str, Callable[[], object]] = {}
+        for k in ("sdpa", *SCORES):
+            fns[f"eager {k}"] = partial(run_once, eager[k], x)
+            fns[f"compiled {k}"] = partial(run_once, compiled[k], x)
+        t = interleaved(fns, rounds, warmup=2)  # the first compiles
+        for s in SCORES:
+            e = median_ratio(t[f"eager {s}"], t["eager sdpa"])
+            c = Check(median_ratio(t[f"compiled {s}"], t["compiled sdpa"]), e)
+            c_e = Check(median_ratio(t[f"compiled {s}"], t[f"eager {s}"]), 1.0)
+            table.add(threads, batch, embed, heads, n, rounds, s, f"{e:.2f}", c, c_e)
+    return table
+
+
+def run_targets(grid: TargetGrid) -> Iterator[TargetTable]:
+    """The targets' tables, each as soon as it is done: time against the SDPA module, peak
+    memory, ``torch.compile`` against eager; the torch thread count is restored after."""
+    previous = torch.get_num_threads()
+    try:
+        yield _time_table(grid)
+        yield _memory_table(grid)
+        yield _compile_table(grid)
+    finally:
+        torch.set_num_threads(previous)
+
+
+def targets_summary(tables: list[TargetTable]) -> str:
+    """``targets met: X of Y`` over every check of ``tables``."""
+    checks = [c for t in tables for c in t.checks]
+    return f"targets met: {sum(c.met for c in checks)} of {len(checks)}"
+
+
+def _print_targets(grid: TargetGrid) -> None:
+    start = time.perf_counter()
+    print(versions(), flush=True)
+    tables: list[TargetTable] = []
+    for table in run_targets(grid):
+        print(f"**{table.title}**\n\n{table.markdown()}\n", flush=True)
+        tables.append(table)
+    print(f"the targets took {(time.perf_counter() - start) / 60:.1f} min")
+    print(targets_summary(tables))
+
+
 def main(argv: list[str] | None = None) -> None:
-    """Parse the options and print the time table (and, with ``--memory-n``, memory)."""
+    """Parse the options and print the time table (and, with ``--memory-n``, memory), or,
+    with ``--targets`` or ``--targets-quick``, the targets' tables."""
     parser = argparse.ArgumentParser(prog=PROG, description=__doc__.splitlines()[0])
     parser.add_argument("--batch", type=int, default=4)
     parser.add_argument("--embed", type=int, default=128)
@@ -310,9 +553,24 @@ def main(argv: list[str] | None = None) -> None:
         "--memory-n", type=int, default=None, help="also measure peak memory at this length"
     )
     parser.add_argument("--memory-child", default=None, help=argparse.SUPPRESS)
+    parser.add_argument(
+        "--targets",
+        action="store_true",
+        help="check the project's targets (other options ignored; about 50 min on 2 shared cores)",
+    )
+    parser.add_argument(
+        "--targets-quick",
+        action="store_true",
+        help="--targets on tiny sizes (a check that it runs)",
+    )
     args = parser.parse_args(argv)
     if args.memory_child is not None:
-        _memory_child(args.memory_child, args.batch, args.lengths[0], args.embed, args.heads)
+        _memory_child(
+            args.memory_child, args.batch, args.lengths[0], args.embed, args.heads, args.threads
+        )
+        return
+    if args.targets or args.targets_quick:
+        _print_targets(TARGETS_QUICK if args.targets_quick else TARGETS)
         return
     torch.set_num_threads(args.threads)
     print(versions())

@@ -7,7 +7,8 @@ from __future__ import annotations
 import subprocess
 import sys
 import time
-from dataclasses import dataclass
+from collections.abc import Iterator
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import pytest
@@ -54,6 +55,132 @@ def test_write_readme_replaces_only_the_block(tmp_path: Path) -> None:
     (tmp_path / "bare.md").write_text("no markers")
     with pytest.raises(SystemExit, match="no <!-- benchmarks:begin -->"):
         suite.write_readme(tmp_path / "bare.md", "x")
+
+
+TARGETS_TEST = replace(attention.TARGETS_QUICK, threads=(1,))
+"""``--targets-quick`` at one thread count (each memory figure and each compilation costs a
+fresh process or a trace per thread count; the loop over them is the same code)."""
+
+
+@pytest.fixture(scope="module")
+def target_tables() -> list[attention.TargetTable]:
+    return list(attention.run_targets(TARGETS_TEST))
+
+
+def _met_cells(table: attention.TargetTable) -> list[tuple[float, float, str]]:
+    """(ratio, bound, met) of every ``target`` column, the ratio being the column before it."""
+    found = []
+    for row in table.rows:
+        for i, name in enumerate(table.head):
+            if name == "target":
+                assert table.head[i + 1] == "met" and row[i].startswith("<= ")
+                found.append((float(row[i - 1]), float(row[i].removeprefix("<= ")), row[i + 1]))
+    return found
+
+
+def test_the_target_grid_is_the_projects() -> None:
+    grid = attention.TARGETS
+    assert grid.threads == (1, 2) and grid.shapes == ((4, 128, 8), (32, 256, 8))
+    assert grid.lengths == (256, 1024, 4096) and grid.memory == (1, 32, 4, 8192)
+    assert grid.compiled == (4, 128, 8, 1024) and grid.backend == "inductor"
+    assert attention.TIME_TARGETS == {"cosh": 1.3, "distance": 2.0, "squared": 2.0}
+    assert attention.MEMORY_TARGET == 2.0
+    assert attention.target_rounds(grid, 4, 128, 256) == (7, 1)
+    assert attention.target_rounds(grid, 4, 128, 4096) == (2, 0)
+    assert attention.target_rounds(grid, 32, 256, 4096) == (1, 0)
+
+
+def test_the_target_tables_have_every_row(target_tables: list[attention.TargetTable]) -> None:
+    grid = TARGETS_TEST
+    time_t, memory_t, compile_t = target_tables
+    keys = [
+        [str(k) for k in (t, *shape, n)]
+        for t in grid.threads
+        for shape in grid.shapes
+        for n in grid.lengths
+    ]
+    assert [row[:5] for row in time_t.rows] == keys
+    assert time_t.head[7:] == tuple(
+        c for s in ("cosh", "distance", "squared") for c in (f"{s} / sdpa", "target", "met")
+    )
+    scores = [[str(t), s] for t in grid.threads for s in ("cosh", "distance", "squared")]
+    assert [[row[0], row[5]] for row in memory_t.rows] == scores
+    assert all(row[1:5] == [str(k) for k in grid.memory] for row in memory_t.rows)
+    assert "N = 256 (B=1, E=16, heads=2)" in memory_t.title
+    assert [[row[0], row[6]] for row in compile_t.rows] == scores
+    assert all(row[1:5] == [str(k) for k in grid.compiled] for row in compile_t.rows)
+    for table in target_tables:
+        assert all(len(row) == len(table.head) for row in table.rows)
+        assert len(_met_cells(table)) == len(table.checks)
+        lines = table.markdown().splitlines()
+        assert len(lines) == 2 + len(table.rows) and lines[0].startswith("| threads | B | E |")
+
+
+def test_the_met_column_follows_ratio_and_target(
+    target_tables: list[attention.TargetTable],
+) -> None:
+    time_t, memory_t, compile_t = target_tables
+    for table in target_tables:
+        for ratio, bound, met in _met_cells(table):
+            assert met == ("yes" if ratio <= bound else "no")
+    assert {b for _, b, _ in _met_cells(time_t)} == {1.3, 2.0}
+    assert {b for _, b, _ in _met_cells(memory_t)} == {2.0}
+    eager = compile_t.head.index("eager / sdpa")
+    for row in compile_t.rows:  # compiled / compiled sdpa against eager / sdpa, then against 1
+        assert row[eager + 2] == f"<= {row[eager]}" and row[eager + 5] == "<= 1.00"
+
+
+def test_the_summary_counts_the_met_targets(target_tables: list[attention.TargetTable]) -> None:
+    cells = [m for t in target_tables for _, _, m in _met_cells(t)]
+    assert attention.targets_summary(target_tables) == (
+        f"targets met: {cells.count('yes')} of {len(cells)}"
+    )
+    table = attention.TargetTable("t", ("ratio", "target", "met", "ratio", "target", "met"))
+    table.add(attention.Check(1.004, 1.0), attention.Check(1.3, 1.3))
+    table.add(attention.Check(1.006, 1.0), attention.Check(0.5, 2.0))
+    assert [row[2::3] for row in table.rows] == [["yes", "yes"], ["no", "yes"]]
+    assert table.rows[1][:2] == ["1.01", "<= 1.00"]
+    assert attention.targets_summary([table]) == "targets met: 3 of 4"
+
+
+def test_targets_quick_prints_the_tables_then_the_summary(
+    target_tables: list[attention.TargetTable],
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    grids: list[attention.TargetGrid] = []
+
+    def run(grid: attention.TargetGrid) -> Iterator[attention.TargetTable]:
+        grids.append(grid)
+        return iter(target_tables)
+
+    monkeypatch.setattr(attention, "run_targets", run)
+    attention.main(["--targets-quick"])
+    out = capsys.readouterr().out
+    assert grids == [attention.TARGETS_QUICK]
+    for table in target_tables:
+        assert f"**{table.title}**\n\n{table.markdown()}\n" in out
+    assert out.splitlines()[-1] == attention.targets_summary(target_tables)
+
+
+def test_write_readme_puts_the_targets_between_the_markers(
+    target_tables: list[attention.TargetTable], monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    monkeypatch.setattr(attention, "run_targets", lambda grid: iter(target_tables))
+    parts = suite.attention_tables(quick=True, compiled=False, devices=["cpu"])
+    body = "\n".join(f"**{title}**\n\n{text}\n" for title, text in parts)
+    readme = tmp_path / "README.md"
+    original = (ROOT / "README.md").read_text()
+    readme.write_text(original)
+    suite.write_readme(readme, body)
+    written = readme.read_text()
+    head, rest = written.split(suite.BEGIN)
+    block, tail = rest.split(suite.END)
+    assert head == original.split(suite.BEGIN)[0] and tail == original.split(suite.END)[1]
+    for table in target_tables:
+        assert f"**{table.title}**\n\n{table.markdown()}\n" in block
+    assert block.rstrip().endswith(attention.targets_summary(target_tables))
+    assert "Attention, peak memory" not in block  # the targets replace the old tables
 
 
 def test_model_throughput_rows() -> None:
@@ -144,7 +271,10 @@ def test_a_missing_dependency_ends_in_one_line_before_any_work(
 
 def test_the_attention_benchmark_needs_no_optional_dependency(hider: Path) -> None:
     args = ["--batch", "1", "--embed", "8", "--heads", "2", "--lengths", "4", "--rounds", "1"]
-    done = run_hiding(hider, OPTIONAL, "-m", "benchmarks.attention", *args)
+    # mpmath is not hidden here: torch itself requires it (torch -> sympy -> mpmath), and its
+    # custom operators (the fused attention kernel) import it when they run
+    hidden = tuple(m for m in OPTIONAL if m != "mpmath")
+    done = run_hiding(hider, hidden, "-m", "benchmarks.attention", *args)
     assert done.returncode == 0, done.stderr
     assert done.stdout.splitlines()[-1].startswith("| 1 | 8 | 2 | 4 | ")
 

@@ -206,7 +206,8 @@ def test_the_distribution_installs_the_poincare_package_only() -> None:
     assert "py-modules" not in setuptools
     assert setuptools["packages"]["find"]["include"] == ["poincare", "poincare.*"]
     assert setuptools["packages"]["find"].get("namespaces") is False
-    assert setuptools["package-data"] == {"poincare": ["py.typed"]}
+    assert setuptools["package-data"] == {"poincare": ["py.typed", "csrc/*.cpp"]}
+    assert (ROOT / "poincare" / "csrc" / "lorentz_attention.cpp").is_file()
     assert (ROOT / "poincare" / "py.typed").is_file()
     assert (ROOT / "poincare" / "nn" / "__init__.py").is_file()
 

@@ -46,18 +46,21 @@ from __future__ import annotations
 import functools
 import hashlib
 import os
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import torch
 from torch import Tensor
 
+from .._checks import _broadcast
+
 __all__ = ["available", "fused_lorentz_attention", "kernel_scores", "unavailable_reason"]
 
 SCORE_CODES = {"distance": 0, "squared": 1, "cosh": 2}
 _SOURCE = Path(__file__).resolve().parent.parent / "csrc" / "lorentz_attention.cpp"
 _reason: list[str] = []
+#: ``{"available": bool}`` once :func:`_module` has run (what traced code reads).
+_STATE: dict[str, bool] = {}
 
 
 def _flags() -> list[str]:
@@ -77,6 +80,7 @@ def _module() -> Any:
     """The compiled extension, or None (the reason in :func:`unavailable_reason`)."""
     if os.environ.get("POINCARE_FUSED_ATTENTION", "1") == "0":
         _reason.append("turned off by POINCARE_FUSED_ATTENTION=0")
+        _STATE["available"] = False
         return None
     try:
         from torch.utils import cpp_extension
@@ -92,23 +96,20 @@ def _module() -> Any:
             verbose=False,
         )
         module: Any = torch.ops.poincare_kernels
+        _STATE["available"] = True
         return module
     except Exception as exc:  # no compiler, missing symbols, unwritable cache: the fallback
         _reason.append(f"{type(exc).__name__}: {str(exc).strip().splitlines()[-1:]}")
+        _STATE["available"] = False
         return None
 
 
-def _available() -> bool:
-    return _module() is not None
-
-
-#: (a constant to ``torch.compile``, which calls it once while tracing)
-_available_constant: Callable[[], bool] = torch.compiler.assume_constant_result(_available)  # type: ignore[no-untyped-call]
-
-
 def available() -> bool:
-    """Whether the fused CPU kernel is built and loaded (building it on the first call)."""
-    return _available_constant()
+    """Whether the fused CPU kernel is built and loaded (building it on the first call). Traced
+    by ``torch.compile``, it answers from the state of eager calls (False before any)."""
+    if torch.compiler.is_compiling():
+        return _STATE.get("available", False)
+    return _module() is not None
 
 
 def unavailable_reason() -> str | None:
@@ -303,7 +304,9 @@ def fused_lorentz_attention(
     if score not in SCORE_CODES:
         raise ValueError(f"score must be one of {tuple(SCORE_CODES)}, got {score!r}")
     n, m, w = hq.shape[-2], hk.shape[-2], hq.shape[-1]
-    lead = torch.broadcast_shapes(hq.shape[:-2], hk.shape[:-2], hv.shape[:-2], beta.shape[:-2])  # type: ignore[no-untyped-call]
+    lead: tuple[int, ...] = ()
+    for t in (hq, hk, hv, beta):
+        lead = _broadcast(lead, tuple(t.shape[:-2]))
     bh = 1
     for size in lead:
         bh *= size
