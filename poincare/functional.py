@@ -646,9 +646,14 @@ def _tanh_map(v: Tensor, n: Tensor, sc: Tensor, sigma: Tensor | None = None) -> 
     short = tanh_over(torch.where(big, 0 * one, t))
     if sigma is not None:
         short = short * sigma
-    # one factor per row, so that the vector is multiplied once
-    long = tanh(t) / (sc * torch.where(big, n, one))
-    return torch.where(big, long, short) * v
+    # a norm whose product with s_c overflows (|v| near the largest float) is taken with v
+    # scaled by the exact power of two 2^-64 (else s_c |v| = inf would give the origin)
+    huge = sc * n > torch.finfo(n.dtype).max / 2
+    p = torch.where(huge, 2.0**-64 * one, one)
+    # one factor per row, so that the vector is multiplied once (by an exact power of two
+    # before, where huge)
+    long = tanh(t) / (sc * torch.where(big, n * p, one))
+    return torch.where(big, long, short) * (v * p)
 
 
 def expmap0(v: Tensor, *, c: Curvature = 1.0) -> Tensor:

@@ -487,6 +487,25 @@ def test_lorentz_point_of_the_outermost_float32_shell_maps_back_inside() -> None
 
 
 @pytest.mark.parametrize("free", [False, True], ids=["eager", "branch-free"])
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_expmap0_of_a_vector_near_the_largest_float_lands_on_the_shell(
+    free: bool, dtype: torch.dtype
+) -> None:
+    """At c = 100, s_c |v| of a vector near the largest float overflows: the point is still on
+    the outermost shell in the direction of v (it was the origin)."""
+    u = torch.tensor([-0.3197, 0.0976, -0.4591, 0.5898, -0.5741], dtype=torch.float64)
+    top = {torch.float32: 126, torch.float64: 1020}[dtype]
+    v = torch.ldexp(u / u.abs().max(), torch.tensor(top)).to(dtype)
+    with P.branch_free() if free else contextlib.nullcontext():
+        y = P.expmap0(v, c=100.0)
+    shell = 1 - torch.finfo(dtype).eps / 2
+    radius = float(y.double().norm()) * 10.0
+    assert shell - 4 * torch.finfo(dtype).eps <= radius <= shell
+    cos = float((y.double() @ u) / (y.double().norm() * u.norm()))
+    assert cos > 1 - 1e-6
+
+
+@pytest.mark.parametrize("free", [False, True], ids=["eager", "branch-free"])
 def test_float32_expmap_uses_the_exact_curvature(free: bool) -> None:
     """A long step from a far-out point at c = 0.1 (not a float32 number): computed in float64
     with the float32 rounding of c, the result lay 11.8 units of distance from the exact one."""
