@@ -155,12 +155,12 @@ def _project(x: Tensor, c: Tensor) -> Tensor:
     scale = torch.where(over, m / torch.where(over, n, torch.ones_like(n)), torch.ones_like(n))
     y = (xd * scale).to(dtype)
     # Rounding the rescaled coordinates can carry a point beyond the outermost shell (or across
-    # the boundary): retry those with targets 2, then 64 half-ulps further in until the stored
-    # point lies on or within the shell, so that a projected point is its own projection. Eager
-    # code stops at the first step that leaves no point beyond; traced code (which cannot stop
-    # early) takes both steps, on the same rows, so the two agree bit for bit.
+    # the boundary): retry those with targets 1, 2, 4, then 64 half-ulps further in until the
+    # stored point lies on or within the shell, so that a projected point is its own
+    # projection. Eager code stops at the first step that leaves no point beyond; traced code
+    # (which cannot stop early) takes every step, on the same rows, so the two agree bit for bit.
     step = torch.finfo(dtype).eps / 2
-    for k in (2, 64):
+    for k in (1, 2, 4, 64):
         out = exact_beyond(y, c.to(torch.float64), m, strict=True)
         if host and not bool(out.any()):
             break

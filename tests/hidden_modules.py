@@ -4,7 +4,8 @@ in which chosen modules fail to import, as a package that is not installed does.
 A ``sitecustomize.py`` written into a folder put first on ``PYTHONPATH`` installs, at start-up
 of every Python process started with that environment, a meta-path finder that raises
 ``ModuleNotFoundError`` for each module named in ``POINCARE_HIDE`` (comma-separated top-level
-names) and for its submodules.
+names) and for its submodules, and marks each top-level name absent in ``sys.modules`` (so that
+``importlib.util.find_spec`` answers None, as for a package that is not installed).
 """
 
 from __future__ import annotations
@@ -27,6 +28,10 @@ class _Hide(importlib.abc.MetaPathFinder):
 
 
 sys.meta_path.insert(0, _Hide())
+# as for a package that is not installed, importlib.util.find_spec answers None (torch probes
+# its optional dependencies that way) while an import raises ModuleNotFoundError
+for _name in _HIDDEN:
+    sys.modules[_name] = None
 """
 
 

@@ -174,8 +174,8 @@ def test_a_pre_hook_that_changes_the_inputs_changes_the_block() -> None:
 @pytest.mark.parametrize("per_head", [True, False])
 def test_recorded_weights_sum_to_one_over_keys(norm_first: bool, per_head: bool) -> None:
     """The recipe of the attention's docstring: a pre-hook asks for the weights, a forward
-    hook keeps them; the block's output does not change (the distance score's path does not
-    depend on asking)."""
+    hook keeps them; the block's output changes by no more than rounding (asking for weights
+    takes the blockwise path instead of the fused kernel)."""
     block, x = _block(norm_first), _points(B, T, E)
     plain = block(x, is_causal=True)
     extra = {"average_attn_weights": False} if per_head else {}
@@ -196,7 +196,7 @@ def test_recorded_weights_sum_to_one_over_keys(norm_first: bool, per_head: bool)
     assert w.shape == shape
     torch.testing.assert_close(w.sum(-1), torch.ones(shape[:-1]))
     assert torch.all(w.triu(1) == 0)  # causal: no weight on later keys
-    torch.testing.assert_close(out, plain, rtol=0, atol=0)
+    torch.testing.assert_close(out, plain, rtol=1e-6, atol=1e-6)
 
 
 def test_hooks_fire_once_per_block_of_a_stack(recorder: type[Recorder]) -> None:

@@ -61,7 +61,8 @@ class HyperbolicMultiHeadAttention(_OnBall):
     ball; a forward hook that returns another ``(output, weights)`` pair replaces what the block
     adds to its residual. The blocks ask for no weights; to record them, a pre-hook with
     keywords asks for them and a forward hook keeps them (asking for weights takes the path
-    that forms them, so with ``score="cosh"`` the output may change by rounding)::
+    that forms them, blockwise instead of the fused kernel or ``scaled_dot_product_attention``,
+    so the output may change by rounding)::
 
         weights = []
         attn = block.self_attn
