@@ -649,6 +649,9 @@ def _tanh_map(v: Tensor, n: Tensor, sc: Tensor, sigma: Tensor | None = None) -> 
     # a norm whose product with s_c overflows (|v| near the largest float) is taken with v
     # scaled by the exact power of two 2^-64 (else s_c |v| = inf would give the origin)
     huge = sc * n > torch.finfo(n.dtype).max / 2
+    if host_branches(v, n) and not bool(huge.any()):
+        # eager code without such a row: one factor per row, the vector multiplied once
+        return torch.where(big, tanh(t) / (sc * torch.where(big, n, one)), short) * v
     p = torch.where(huge, 2.0**-64 * one, one)
     # one factor per row, so that the vector is multiplied once (by an exact power of two
     # before, where huge)
