@@ -563,8 +563,12 @@ def mobius_matvec(m: Tensor, x: Tensor, *, c: Curvature = 1.0) -> Tensor:
     # M scaled by an exact power of two (undone in the length, never in the direction): a
     # matrix of any finite size gives a finite product.
     s1, s2 = pow2_factors(mm.detach().abs().amax())
-    gmx = artanh_over(u) * F.linear(xx, mm * s1 * s2)
-    return _finish_point(_tanh_map(gmx, norm(gmx), sc, 1 / (s1 * s2)), out, c)
+    # and each row of x by an exact power of two too (undone in the length): a subnormal x
+    # would otherwise give a product M x that keeps only the few bits of x
+    r1, r2 = pow2_factors(xx.detach().abs().amax(dim=-1, keepdim=True))
+    gmx = artanh_over(u) * F.linear(xx * r1 * r2, mm * s1 * s2)
+    sigma = 1 / (s1 * s2) / r1 / r2  # (r1 r2 of a subnormal row would overflow)
+    return _finish_point(_tanh_map(gmx, norm(gmx), sc, sigma), out, c)
 
 
 def _gyration(a: Tensor, b: Tensor, u: Tensor, c: Tensor, precise: bool) -> Tensor:

@@ -487,6 +487,20 @@ def test_lorentz_point_of_the_outermost_float32_shell_maps_back_inside() -> None
 
 
 @pytest.mark.parametrize("free", [False, True], ids=["eager", "branch-free"])
+def test_mobius_matvec_of_a_subnormal_point_keeps_its_bits(free: bool) -> None:
+    """M x of a subnormal x (48 bits) and a huge M: the row is scaled by an exact power of two
+    before the product, so the result is the exact one (it was 17 hULP off)."""
+    x = torch.tensor([[-1.1125e-309]], dtype=torch.float64)
+    m = torch.tensor([[2.0**977]], dtype=torch.float64)
+    with P.branch_free() if free else contextlib.nullcontext():
+        y = P.mobius_matvec(m, x)
+    with mpmath.workdps(60):
+        t = mpmath.mpf(2) ** 977 * mpmath.atanh(mpmath.mpf(x.item()))
+        exact = float(mpmath.tanh(t))
+    assert y.item() == exact
+
+
+@pytest.mark.parametrize("free", [False, True], ids=["eager", "branch-free"])
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
 def test_expmap0_of_a_vector_near_the_largest_float_lands_on_the_shell(
     free: bool, dtype: torch.dtype
