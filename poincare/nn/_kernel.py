@@ -255,6 +255,14 @@ def _backward(ctx: Any, grad_out: Tensor, _grad_lse: Tensor) -> tuple[Tensor | N
 _lorentz_attention.register_autograd(_backward, setup_context=_setup_context)
 
 
+def _signed(hq: Tensor) -> Tensor:
+    """``hq J``: the query coordinates with their space part negated (the kernel's Gram product
+    is then a plain dot product)."""
+    sign = torch.full((hq.shape[-1],), -1.0, dtype=hq.dtype, device=hq.device)
+    sign[0] = 1.0
+    return hq * sign
+
+
 def _flat_mask(mask: Tensor, lead: tuple[int, ...], n: int, m: int) -> tuple[Tensor, Tensor]:
     """The float32 additive mask broadcast to ``(*lead, n, m)`` without copying, and the
     element offset of each leading index (flattened) into it."""
@@ -310,9 +318,7 @@ def fused_lorentz_attention(
     bh = 1
     for size in lead:
         bh *= size
-    sign = torch.full((w,), -1.0, dtype=torch.float64, device=hq.device)
-    sign[0] = 1.0
-    q = (hq * sign).expand(*lead, n, w).reshape(bh, n, w).contiguous()
+    q = _signed(hq).expand(*lead, n, w).reshape(bh, n, w).contiguous()
     k = hk.expand(*lead, m, w).reshape(bh, m, w).contiguous()
     v = hv.expand(*lead, m, hv.shape[-1]).reshape(bh, m, hv.shape[-1]).contiguous()
     b = beta.to(torch.float32).expand(*lead, 1, 1).reshape(bh).contiguous()
@@ -349,9 +355,7 @@ def kernel_scores(hq: Tensor, hk: Tensor, beta: Tensor, *, c: float, score: str)
     module = _module()
     if module is None:
         raise RuntimeError(f"the fused attention kernel is not available: {unavailable_reason()}")
-    sign = torch.full((hq.shape[-1],), -1.0, dtype=torch.float64)
-    sign[0] = 1.0
     out: Tensor = module.scores(
-        (hq * sign).contiguous(), hk.contiguous(), beta.contiguous(), float(c), SCORE_CODES[score]
+        _signed(hq).contiguous(), hk.contiguous(), beta.contiguous(), float(c), SCORE_CODES[score]
     )
     return out
