@@ -109,6 +109,26 @@ def test_dist2plane_matches_the_reference_on_the_shell(dtype: torch.dtype) -> No
         assert metrics.scalar_error(float(got[i]), exact, 1.0, dtype, allow) <= 16
 
 
+def test_reference_dist2plane_normal_gradient_vanishes_on_the_plane_point() -> None:
+    """At ``x == p`` the distance is 0 for every normal, so its gradient in ``a`` is exactly 0
+    in the reference too (tiny points, where Möbius addition's rounding residue of the working
+    precision used to read as a gradient of 1e-247), and the difference form the reference uses
+    agrees with the textbook ``(-p) ⊕ x`` form away from the plane point."""
+    x = [float.fromhex("-0x1.a354af7eec2fap-241"), float.fromhex("0x1.e5d7066ed38c4p-244")]
+    for a in ([1.0, 0.0], [0.9823, -0.1871]):
+        assert refp.grad_dist2plane(x, x, a, 1.0)[2] == [0, 0]
+    g = torch.Generator().manual_seed(5)
+    for c in (1e-4, 1.0, 100.0):
+        xs, ps = (0.4 / c**0.5 * torch.randn(3, generator=g, dtype=torch.float64) for _ in "xp")
+        a = torch.randn(3, generator=g, dtype=torch.float64).tolist()
+        z = ref.mobius_add([-v for v in ps.tolist()], xs.tolist(), c)
+        arg = 2 * c**0.5 * ref.dot(z, a) / ((1 - c * ref.dot(z, z)) * ref.norm(a))
+        textbook = float(ref.mpmath.asinh(arg)) / c**0.5
+        assert float(refp.dist2plane(xs.tolist(), ps.tolist(), a, c)) == pytest.approx(
+            textbook, rel=1e-12
+        )
+
+
 @pytest.mark.parametrize("dtype", DTYPES)
 def test_dist2plane_sign_scale_and_unsigned(dtype: torch.dtype) -> None:
     x, p, a = _points(5, 3, dtype, 4.0), _points(5, 3, dtype, 2.0, seed=1), _normals(5, 3, dtype)

@@ -128,8 +128,14 @@ def _dist2plane(x: Vec, p: Vec, a: Vec, c: Any, signed: bool) -> Any:
     if na == 0:
         return mpmath.mpf(0)
     sc = mpmath.sqrt(c)
-    z = ref.mobius_add([-v for v in p], x, c)
-    arg = 2 * sc * ref.dot(z, a) / ((1 - c * ref.dot(z, z)) * na)
+    # z = (-p) ⊕ x = N / D with N = B_p (x - p) - c|x - p|^2 p, D = c|x - p|^2 + B_p B_x, and
+    # 1 - c|z|^2 = B_p B_x / D: the same value as the textbook form, but N is exactly 0 when
+    # x == p (Möbius addition's two terms would leave a rounding residue of the working
+    # precision there, which a numerical derivative in a would read as a gradient).
+    s = [u - v for u, v in zip(x, p, strict=True)]
+    bp, bx, ss = 1 - c * ref.dot(p, p), 1 - c * ref.dot(x, x), ref.dot(s, s)
+    n = [bp * u - c * ss * v for u, v in zip(s, p, strict=True)]
+    arg = 2 * sc * ref.dot(n, a) / (bp * bx * na)
     d = mpmath.asinh(arg) / sc
     return d if signed else abs(d)
 
