@@ -342,20 +342,29 @@ def _exact_sqnorm(x: Tensor) -> tuple[Tensor, Tensor]:
 
 
 def exact_beyond(x: Tensor, c: Tensor, m: float = 1.0, *, strict: bool = False) -> Tensor:
-    """Boolean ``(..., 1)``: ``c |x|^2 >= m^2`` (``>`` if ``strict``) decided in (almost) exact
+    r"""Boolean ``(..., 1)``: ``c |x|^2 >= m^2`` (``>`` if ``strict``) decided in (almost) exact
     arithmetic.
 
     ``m`` is a float64 number (the boundary 1, or the outermost shell ``1 - eps/2``). The rows
-    far from the threshold are decided by an ordinary float64 sum; only the rows within 2^-40
-    of it are re-evaluated with an exactly rounded double-double sum of squares, against the
-    exact double-double square of ``m``.
+    far from the threshold are decided by an ordinary float64 sum; only the rows within
+    :math:`(2D + 4)\,2^{-53}` of it (``D`` the dimension) are re-evaluated with an exactly
+    rounded double-double sum of squares, against the exact double-double square of ``m``.
+
+    Why that band suffices: with ``u = 2^-53``, each float64 square is within ``u`` of the
+    exact one (exact for float32 or narrower data), a sum of ``D`` nonnegative terms in any
+    order is within ``(D - 1) u`` of the exact one relatively, and the product by ``c`` adds
+    ``u``: so :math:`|s - c|x|^2| \le (D + 1)\,u\,s`, at most ``2(D + 1) u`` for the
+    ``s <= 2`` that can lie near ``m^2 <= 1``, and ``m * m`` rounds by at most ``u``. A row
+    outside the band is decided correctly by the float64 sum. Points rounded onto the outermost
+    float32 shell lie about ``2^-24`` from it, far outside the band, and skip the double-double
+    pass; float64 ones lie within it.
     """
     with torch.no_grad():
         xd = x.detach().to(torch.float64)
         cd = c.detach().to(torch.float64).expand((*xd.shape[:-1], 1))
         s = sqnorm(xd) * cd
         out = s > m * m if strict else s >= m * m
-        near = (s - m * m).abs() <= 2.0**-40
+        near = (s - m * m).abs() <= (2 * xd.shape[-1] + 4) * 2.0**-53
         if host_branches(x, c):
             if not bool(near.any()):
                 return out

@@ -152,25 +152,57 @@ def _project(x: Tensor, c: Tensor) -> Tensor:
     # Beyond the outermost shell, decided exactly: a rounded norm could move a point that lies
     # exactly on or inside the shell (which must come back bit for bit).
     over = exact_beyond(xd, c.to(torch.float64), m, strict=True)
+    if host and not bool(over.any()):
+        # No row beyond: the traced form below gives x itself, bit for bit (scale 1, and the
+        # retries test the same rows against the same shell).
+        return x
     scale = torch.where(over, m / torch.where(over, n, torch.ones_like(n)), torch.ones_like(n))
     y = (xd * scale).to(dtype)
     # Rounding the rescaled coordinates can carry a point beyond the outermost shell (or across
     # the boundary): retry those with targets 1, 2, 4, then 64 half-ulps further in until the
     # stored point lies on or within the shell, so that a projected point is its own
-    # projection. Eager code stops at the first step that leaves no point beyond; traced code
-    # (which cannot stop early) takes every step, on the same rows, so the two agree bit for bit.
-    step = torch.finfo(dtype).eps / 2
-    for k in (1, 2, 4, 64):
-        out = exact_beyond(y, c.to(torch.float64), m, strict=True)
-        if host and not bool(out.any()):
-            break
-        target = m * (1 - k * step)
-        big = n > target
-        retry = (xd * torch.where(big, target / torch.where(big, n, torch.ones_like(n)), 1.0)).to(
-            dtype
-        )
-        y = torch.where(out, retry, y)
+    # projection. Eager code retries and tests again only the rows still beyond, and stops when
+    # none is left; traced code (which cannot stop early) takes every step on every row,
+    # changing the same rows, so the two agree bit for bit.
+    cd = c.to(torch.float64)
+    out = exact_beyond(y, cd, m, strict=True)
+    if host:
+        return _retry_rows(y, xd, n, cd, out, m)
+    for i, target in enumerate(_targets(m, dtype)):
+        if i:
+            out = exact_beyond(y, cd, m, strict=True)
+        y = torch.where(out, _rescaled(xd, n, target, dtype), y)
     return y
+
+
+def _targets(m: float, dtype: torch.dtype) -> list[float]:
+    """The retry targets of :func:`_project`: ``m`` less 1, 2, 4 and 64 half-ulps of ``dtype``."""
+    step = torch.finfo(dtype).eps / 2
+    return [m * (1 - k * step) for k in (1, 2, 4, 64)]
+
+
+def _retry_rows(y: Tensor, xd: Tensor, n: Tensor, cd: Tensor, out: Tensor, m: float) -> Tensor:
+    """The retries of :func:`_project` in eager code, on the rows still beyond only: ``y``
+    (fresh, rewritten in place), ``xd`` its float64 source, ``n`` the scaled norms, ``cd`` the
+    curvature, ``out`` the rows of ``y`` beyond the shell ``m`` (all ``(..., 1)`` but ``xd``)."""
+    lead, dim = y.shape[:-1], y.shape[-1]
+    y2, xd2 = y.view(-1, dim), xd.reshape(-1, dim)
+    n2, cd2 = (t.expand(*lead, 1).reshape(-1, 1) for t in (n, cd))
+    idx = out.reshape(-1).nonzero().squeeze(-1)
+    for target in _targets(m, y.dtype):
+        if not idx.numel():
+            break
+        retry = _rescaled(xd2[idx], n2[idx], target, y.dtype)
+        y2[idx] = retry
+        idx = idx[exact_beyond(retry, cd2[idx], m, strict=True).reshape(-1)]
+    return y
+
+
+def _rescaled(xd: Tensor, n: Tensor, target: float, dtype: torch.dtype) -> Tensor:
+    """Rows ``xd`` (float64) with scaled norm ``n > target`` rescaled to ``target``, in
+    ``dtype``; the others unchanged."""
+    big = n > target
+    return (xd * torch.where(big, target / torch.where(big, n, torch.ones_like(n)), 1.0)).to(dtype)
 
 
 def _limit(out: torch.dtype) -> float | None:

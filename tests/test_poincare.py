@@ -154,6 +154,25 @@ def test_project_reaches_the_outermost_shell(dtype: torch.dtype) -> None:
 
 
 @pytest.mark.parametrize("dtype", DTYPES)
+def test_project_eager_and_branch_free_agree_bit_for_bit(dtype: torch.dtype) -> None:
+    """The eager projection (which retries only the rows still beyond the shell) and the
+    branch-free one (every step on every row) give the same bits: a batch of shape (3, 200, D)
+    with a per-row curvature, rows inside, on the shell and far beyond."""
+    g = torch.Generator().manual_seed(3)
+    c = torch.rand(3, 200, 1, generator=g, dtype=torch.float64) * 10 + 1e-3
+    x = torch.randn(3, 200, 9, generator=g, dtype=torch.float64)
+    x = x / x.norm(dim=-1, keepdim=True) / c.sqrt()
+    x = (x * torch.tensor([0.5, 1.0, 1.0 + 1e-9, 7.0]).repeat(50)[:, None]).to(dtype)
+    x[0, :4] = P.project(x[0, :4], c=c[0, :4])  # already on the shell
+    eager = P.project(x, c=c)
+    with P.branch_free():
+        traced = P.project(x, c=c)
+    assert torch.equal(eager, traced)
+    assert torch.equal(P.project(eager, c=c), eager)
+    assert not torch.equal(eager, x)  # the batch did hold rows beyond the shell
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
 def test_project_leaves_interior_points_unchanged(dtype: torch.dtype) -> None:
     x = _points(100, 5, dtype, 10.0)
     assert torch.equal(P.project(x), x)
