@@ -193,8 +193,109 @@ def test_opcheck() -> None:
         0,
         0,
         True,
+        0.0,
+        torch.zeros((), dtype=torch.int64),
     )
     torch.library.opcheck(K._lorentz_attention, args)
+    dropped = (*args[:-2], 0.3, torch.tensor(1234, dtype=torch.int64))
+    torch.library.opcheck(K._lorentz_attention, dropped)
+
+
+def _seed_after(manual_seed: int) -> int:
+    """The dropout seed that the fused call draws right after ``torch.manual_seed``."""
+    torch.manual_seed(manual_seed)
+    return int(K._seed(torch.device("cpu")))
+
+
+@pytest.mark.parametrize("score", ["distance", "squared", "cosh"])
+def test_dropout_matches_the_unfused_pipeline_with_the_same_mask(score: str) -> None:
+    """Dropout in the kernel is the unfused pipeline with the kernel's mask: ``softmax`` of the
+    scores (mask and causality included), times ``z`` (0 or ``1/(1 - p)``), times the values;
+    the outputs and the gradients of the coordinates, values, temperatures and curvature
+    agree with that pipeline evaluated in float64. The mask drops about ``p`` of the weights,
+    and ``torch.manual_seed`` reproduces it.
+
+    (Points within radius about 2 here: as in FlashAttention, the backward pass forms
+    ``<ō_i, o_i>`` from the rounded output, so where a row's softmax
+    saturates on a huge score the temperature's gradient carries an absolute error of about
+    ``eps |ō| |h_v| f`` against an exact value near 0.)"""
+    p, bh, n, m = 0.3, 3, 40, 300
+    g = torch.Generator().manual_seed(6)
+    hq, hk, hv = (
+        _lorentz(poincare.expmap0(torch.randn(bh, k, 5, dtype=F64, generator=g) * 0.4), 1.0)
+        for k in (n, m, m)
+    )
+    hv = hv.float()
+    mask = torch.zeros(bh, n, m)
+    mask[1, :, 250:] = float("-inf")
+    seed = _seed_after(11)
+    z = K.dropout_mask(bh, n, m, p, seed)
+    assert abs(float((z == 0).float().mean()) - p) < 0.01
+    assert z.unique().tolist() == [0.0, pytest.approx(1 / (1 - p))]
+
+    def run(fused: bool) -> tuple[Tensor, ...]:
+        q, k, v = (t.clone().requires_grad_(True) for t in (hq, hk, hv))
+        beta = torch.tensor([0.5, 1.0, 2.0]).view(bh, 1, 1).requires_grad_(True)
+        c = torch.tensor(1.0, dtype=F64, requires_grad=True)
+        if fused:
+            torch.manual_seed(11)
+            out = K.fused_lorentz_attention(
+                q, k, v, beta, c=c, score=score, mask=mask, causal=True, dropout_p=p
+            )
+        else:
+            v64, b64 = v.double(), beta.double()
+            s = NF._scores(q, k, v64, path="gram", beta=b64, c=c, score=score)  # type: ignore[arg-type]
+            causal = torch.ones(n, m, dtype=torch.bool).triu(1)
+            w = torch.softmax((s + mask.double()).masked_fill(causal, float("-inf")), dim=-1)
+            out = (w * z.double()) @ v64
+        wts = torch.linspace(-1, 1, out.numel(), dtype=out.dtype).view_as(out)
+        grads = torch.autograd.grad((out * wts).sum(), (q, k, v, beta, c))
+        return (out.detach(), *grads)
+
+    got, ref = run(True), run(False)
+    for g_, r in zip(got, ref, strict=True):
+        err = float((g_.double() - r.double()).abs().max())
+        assert err <= 1e-5 * float(r.abs().max()) + 1e-7
+    assert all(torch.equal(a, b) for a, b in zip(run(True), got, strict=True))  # reproducible
+    torch.manual_seed(12)
+    other = K.fused_lorentz_attention(
+        hq, hk, hv, torch.ones(()), c=1.0, score=score, mask=mask, causal=True, dropout_p=p
+    )
+    assert not torch.equal(other, got[0])
+
+
+def test_the_module_trains_with_dropout_in_the_kernel(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A module with attention dropout takes the kernel in training (and without dropout in
+    evaluation); a bad ``dropout_p`` of a direct call is refused by name."""
+    calls: list[float] = []
+    real = NF.fused_lorentz_attention
+
+    def spy(*args: object, **kwargs: object) -> Tensor:
+        calls.append(float(kwargs.get("dropout_p", 0.0)))  # type: ignore[arg-type]
+        return real(*args, **kwargs)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(NF, "fused_lorentz_attention", spy)
+    m = HyperbolicMultiHeadAttention(16, 2, score="distance", dropout=0.25)
+    x = poincare.expmap0(torch.randn(2, 20, 16) * 0.1)
+    out, _ = m(x, x, x)
+    poincare.dist0(out).sum().backward()
+    assert all(p.grad is not None and bool(torch.isfinite(p.grad).all()) for p in m.parameters())
+    m.eval()
+    m(x, x, x)
+    assert calls == [0.25, 0.0]
+    hq, hk, hv = _gram_inputs(1, 4, 4, 3, 1.0, seed=0)
+    with pytest.raises(ValueError, match="dropout_p"):
+        K.fused_lorentz_attention(
+            hq,
+            hk,
+            hv,
+            torch.ones(()),
+            c=1.0,
+            score="distance",
+            mask=None,
+            causal=False,
+            dropout_p=1.0,
+        )
 
 
 class _Fused(torch.nn.Module):

@@ -5,10 +5,11 @@
 //   g - 1  = c G_ij - 1, recomputed as (c/2)(|dq_s - dk_s|^2 - (dq_0 - dk_0)^2) where the
 //            product cancels (g - 1 <= 2^-24 c q_0 k_0), as poincare._fused.lorentz_cosh_minus_one
 //   s_ij   = -beta_b f(d_ij) + mask_ij, d = acosh(g)/sqrt(c), f = d, d^2 or g - 1, in float32
-//   o_i    = sum_j softmax_j(s_ij) v_j
+//   o_i    = sum_j z_ij softmax_j(s_ij) v_j, z_ij = keep_ij / (1 - p) with dropout p (else 1)
 // The forward pass walks key blocks with an online softmax and keeps o and the log-sum-exp per
 // row; the backward pass recomputes each block's scores and applies the closed-form softmax
-// gradient. No N x M matrix is held: a thread's working set is a few R x KB blocks. The products
+// gradient. Dropout draws keep_ij from a counter-based hash of (seed, slice, row, key), so the
+// backward pass regenerates the forward pass's mask instead of storing it. No N x M matrix is held: a thread's working set is a few R x KB blocks. The products
 // run in BLAS (the sgemm_/dgemm_ that libtorch_cpu exports), the pointwise work on ATen's
 // vectorised types.
 
@@ -70,15 +71,52 @@ struct Args {
   double c;
   int64_t score;
   bool causal;
+  float keep_scale;     // 1 / (1 - p), or 1 without dropout
+  uint32_t threshold;   // a key is dropped where its hash is below p 2^32 (0: no dropout)
+  uint64_t seed;
 };
+
+// A 32-bit mixing function (xor-shift-multiply rounds, full avalanche): the dropout hash.
+inline uint32_t mix32(uint32_t x) {
+  x ^= x >> 16;
+  x *= 0x7feb352dU;
+  x ^= x >> 15;
+  x *= 0x846ca68bU;
+  x ^= x >> 16;
+  return x;
+}
+
+// The 64-bit mix of splitmix64, for the key of one row of one slice.
+inline uint64_t mix64(uint64_t x) {
+  x += 0x9e3779b97f4a7c15ULL;
+  x = (x ^ (x >> 30)) * 0xbf58476d1ce4e5b9ULL;
+  x = (x ^ (x >> 27)) * 0x94d049bb133111ebULL;
+  return x ^ (x >> 31);
+}
+
+// z_ij for keys j0..j0+kb of row i of slice b: 0 (dropped) or 1/(1-p), the same in both
+// passes: hash(row key, j) with the row key a 64-bit mix of (seed, b, i).
+void dropout_factors(const Args& a, int64_t b, int64_t i, int64_t j0, int64_t kb,
+                     float* __restrict z) {
+  const uint64_t row = mix64(a.seed ^ mix64(static_cast<uint64_t>(b) * 0x100000001b3ULL +
+                                            static_cast<uint64_t>(i)));
+  const uint32_t lo = static_cast<uint32_t>(row), hi = static_cast<uint32_t>(row >> 32);
+  const uint32_t t = a.threshold;
+  const float keep = a.keep_scale;
+  for (int64_t jj = 0; jj < kb; ++jj) {
+    const uint32_t h = mix32(lo ^ mix32(hi + static_cast<uint32_t>(j0 + jj)));
+    z[jj] = h >= t ? keep : 0.0f;
+  }
+}
 
 // Per-block buffers of one thread: the Gram entries (float64), and per element the score s
 // (mask included), g - 1 as float (x), sinh(sqrt(c) d) (sh), the distance d (or g - 1 for the
 // cosh score) and G in float (for the curvature's gradient).
 struct Block {
   std::vector<double> gram, gm1;
-  std::vector<float> s, x, sh, d, gf;
-  Block() : gram(R * KB), gm1(KB), s(R * KB), x(R * KB), sh(R * KB), d(R * KB), gf(R * KB) {}
+  std::vector<float> s, x, sh, d, gf, z;
+  Block()
+      : gram(R * KB), gm1(KB), s(R * KB), x(R * KB), sh(R * KB), d(R * KB), gf(R * KB), z(KB) {}
 };
 
 // g - 1 (clamped at 0), sqrt(g - 1) (taken before the rounding to float: scaled by 2^100
@@ -192,7 +230,7 @@ void block_scores(const Args& a, int64_t b, int64_t i0, int64_t r, int64_t j0, i
 Args make_args(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v,
                const at::Tensor& beta, double c, const c10::optional<at::Tensor>& mask,
                const c10::optional<at::Tensor>& mask_base, int64_t mask_sn, int64_t mask_sm,
-               int64_t score, bool causal) {
+               int64_t score, bool causal, double dropout_p, int64_t seed) {
   TORCH_CHECK(q.dim() == 3 && k.dim() == 3 && v.dim() == 3, "q, k, v must be (BH, L, W)");
   TORCH_CHECK(q.scalar_type() == at::kDouble && k.scalar_type() == at::kDouble,
               "q and k must be float64");
@@ -222,6 +260,10 @@ Args make_args(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v,
   a.c = c;
   a.score = score;
   a.causal = causal;
+  TORCH_CHECK(dropout_p >= 0.0 && dropout_p < 1.0, "dropout_p must be in [0, 1)");
+  a.threshold = static_cast<uint32_t>(std::min(dropout_p * 4294967296.0, 4294967295.0));
+  a.keep_scale = a.threshold ? static_cast<float>(1.0 / (1.0 - dropout_p)) : 1.0f;
+  a.seed = static_cast<uint64_t>(seed);
   return a;
 }
 
@@ -231,8 +273,10 @@ std::vector<at::Tensor> forward(const at::Tensor& q, const at::Tensor& k, const 
                                 const at::Tensor& beta, double c,
                                 const c10::optional<at::Tensor>& mask,
                                 const c10::optional<at::Tensor>& mask_base, int64_t mask_sn,
-                                int64_t mask_sm, int64_t score, bool causal) {
-  Args a = make_args(q, k, v, beta, c, mask, mask_base, mask_sn, mask_sm, score, causal);
+                                int64_t mask_sm, int64_t score, bool causal, double dropout_p,
+                                int64_t seed) {
+  Args a = make_args(q, k, v, beta, c, mask, mask_base, mask_sn, mask_sm, score, causal,
+                     dropout_p, seed);
   const at::Tensor k0 = k.select(2, 0).contiguous();
   a.k0 = k0.data_ptr<double>();
   at::Tensor out = at::empty({a.bh, a.n, a.vd}, v.options());
@@ -292,6 +336,11 @@ std::vector<at::Tensor> forward(const at::Tensor& q, const at::Tensor& k, const 
             tsum += si[jj];
           }
           l[ii] = l[ii] * scale + tsum;
+          if (a.threshold) {  // dropout: the sums take z p, the normaliser every p
+            float* z = blk.z.data();
+            dropout_factors(a, b, i0 + ii, j0, kb, z);
+            for (int64_t t = 0; t < kb; ++t) si[t] *= z[t];
+          }
         }
         mm<float>(false, false, r, a.vd, kb, 1.0f, blk.s.data(), kb,
                   a.v + (b * a.m + j0) * a.vd, a.vd, 1.0f, acc.data(), a.vd);
@@ -314,15 +363,17 @@ std::vector<at::Tensor> forward(const at::Tensor& q, const at::Tensor& k, const 
 }
 
 // Gradients of sum(grad_out * o) in q (that is, in qJ), k, v (float32), and per slice in beta
-// and c (float64). The products use float copies of q and k.
+// and c (float64). The products use float copies of q and k. With dropout (o = sum z p v):
+// dV = (z P)^T dO, ds = p (z dP - <dO, o>).
 std::vector<at::Tensor> backward(const at::Tensor& grad_out, const at::Tensor& q,
                                  const at::Tensor& k, const at::Tensor& v,
                                  const at::Tensor& beta, double c,
                                  const c10::optional<at::Tensor>& mask,
                                  const c10::optional<at::Tensor>& mask_base, int64_t mask_sn,
-                                 int64_t mask_sm, int64_t score, bool causal,
-                                 const at::Tensor& out, const at::Tensor& lse) {
-  Args a = make_args(q, k, v, beta, c, mask, mask_base, mask_sn, mask_sm, score, causal);
+                                 int64_t mask_sm, int64_t score, bool causal, double dropout_p,
+                                 int64_t seed, const at::Tensor& out, const at::Tensor& lse) {
+  Args a = make_args(q, k, v, beta, c, mask, mask_base, mask_sn, mask_sm, score, causal,
+                     dropout_p, seed);
   TORCH_CHECK(grad_out.is_contiguous() && out.is_contiguous() && lse.is_contiguous(),
               "grad_out, out, lse must be contiguous");
   const at::Tensor k0 = k.select(2, 0).contiguous();
@@ -390,10 +441,14 @@ std::vector<at::Tensor> backward(const at::Tensor& grad_out, const at::Tensor& q
             const VecF vl(lrow), vdd(dd[ii]);
             VecF bsum(0.0f), csum(0.0f);
             int64_t jj = 0;
+            const float* zi = blk.z.data();
+            if (a.threshold) dropout_factors(a, b, i0 + ii, j0, kb, blk.z.data());
             auto step = [&](const VecF& sv, const VecF& dpv, const VecF& xv, const VecF& hv,
-                            const VecF& dv, const VecF& gv, VecF& p_out, VecF& gbar_out) {
-              const VecF p = (sv - vl).exp_u20();
-              const VecF ds = p * (dpv - vdd);
+                            const VecF& dv, const VecF& gv, const VecF& zv, VecF& p_out,
+                            VecF& gbar_out) {
+              const VecF p0 = (sv - vl).exp_u20();
+              const VecF p = a.threshold ? p0 * zv : p0;  // z p: the weight of v_j in o_i
+              const VecF ds = a.threshold ? p0 * (zv * dpv - vdd) : p0 * (dpv - vdd);
               VecF f, dsdg;
               if (score == COSH) {
                 f = xv;
@@ -418,14 +473,15 @@ std::vector<at::Tensor> backward(const at::Tensor& grad_out, const at::Tensor& q
             for (; jj + VecF::size() <= kb; jj += VecF::size()) {
               VecF p, gbar;
               step(VecF::loadu(si + jj), VecF::loadu(pi + jj), VecF::loadu(xi + jj),
-                   VecF::loadu(hi + jj), VecF::loadu(di + jj), VecF::loadu(fi + jj), p, gbar);
+                   VecF::loadu(hi + jj), VecF::loadu(di + jj), VecF::loadu(fi + jj),
+                   a.threshold ? VecF::loadu(zi + jj) : vone, p, gbar);
               p.store(si + jj);
               gbar.store(pi + jj);
             }
             if (jj < kb) {  // the tail through padded copies (weight 0 beyond the block)
               const int64_t rest = kb - jj;
               float ts[VecF::size()], tp[VecF::size()], tx[VecF::size()], th[VecF::size()],
-                  td[VecF::size()], tf[VecF::size()];
+                  td[VecF::size()], tf[VecF::size()], tz[VecF::size()];
               for (int64_t z = 0; z < VecF::size(); ++z) {
                 const bool in = z < rest;
                 ts[z] = in ? si[jj + z] : -std::numeric_limits<float>::infinity();
@@ -434,10 +490,11 @@ std::vector<at::Tensor> backward(const at::Tensor& grad_out, const at::Tensor& q
                 th[z] = in ? hi[jj + z] : 0.0f;
                 td[z] = in ? di[jj + z] : 0.0f;
                 tf[z] = in ? fi[jj + z] : 0.0f;
+                tz[z] = in && a.threshold ? zi[jj + z] : 1.0f;
               }
               VecF p, gbar;
               step(VecF::loadu(ts), VecF::loadu(tp), VecF::loadu(tx), VecF::loadu(th),
-                   VecF::loadu(td), VecF::loadu(tf), p, gbar);
+                   VecF::loadu(td), VecF::loadu(tf), VecF::loadu(tz), p, gbar);
               p.store(ts);
               gbar.store(tp);
               for (int64_t z = 0; z < rest; ++z) {
@@ -472,7 +529,7 @@ std::vector<at::Tensor> backward(const at::Tensor& grad_out, const at::Tensor& q
 at::Tensor scores(const at::Tensor& q, const at::Tensor& k, const at::Tensor& beta, double c,
                   int64_t score) {
   const at::Tensor v = at::zeros({k.size(0), k.size(1), 1}, beta.options());
-  Args a = make_args(q, k, v, beta, c, c10::nullopt, c10::nullopt, 0, 0, score, false);
+  Args a = make_args(q, k, v, beta, c, c10::nullopt, c10::nullopt, 0, 0, score, false, 0.0, 0);
   const at::Tensor k0 = k.select(2, 0).contiguous();
   a.k0 = k0.data_ptr<double>();
   at::Tensor s = at::empty({a.bh, a.n, a.m}, beta.options());
@@ -490,10 +547,28 @@ at::Tensor scores(const at::Tensor& q, const at::Tensor& k, const at::Tensor& be
   return s;
 }
 
+// The dropout factors z_ij (0 or 1/(1-p)) of every pair, (BH, N, M): the mask both passes
+// regenerate, for tests against an unfused reference.
+at::Tensor dropout_mask(int64_t bh, int64_t n, int64_t m, double dropout_p, int64_t seed) {
+  const at::Tensor q = at::zeros({bh, 1, 1}, at::kDouble);
+  const at::Tensor v = at::zeros({bh, 1, 1}, at::kFloat), beta = at::zeros({bh}, at::kFloat);
+  Args a = make_args(q, q, v, beta, 1.0, c10::nullopt, c10::nullopt, 0, 0, 0, false, dropout_p,
+                     seed);
+  at::Tensor z = at::ones({bh, n, m}, at::kFloat);
+  if (!a.threshold) return z;
+  float* pz = z.data_ptr<float>();
+  for (int64_t b = 0; b < bh; ++b)
+    for (int64_t i = 0; i < n; ++i)
+      for (int64_t j0 = 0; j0 < m; j0 += KB)
+        dropout_factors(a, b, i, j0, std::min(KB, m - j0), pz + (b * n + i) * m + j0);
+  return z;
+}
+
 // Registered as plain operators of a private namespace (no Python binding to compile); the
 // public custom operators of poincare.nn._kernel call them.
 TORCH_LIBRARY(poincare_kernels, m) {
   m.def("forward", &forward);
   m.def("backward", &backward);
   m.def("scores", &scores);
+  m.def("dropout_mask", &dropout_mask);
 }

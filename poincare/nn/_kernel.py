@@ -21,11 +21,17 @@ the ``"gram"`` path of :func:`poincare.nn.functional._attend` in one pass over e
   unfused path to float32 rounding);
 * an online softmax and the value sums (``sgemm``); only the output and the log-sum-exp per
   row are kept;
+* dropout on the weights (optional): a weight is kept where a counter-based hash of (seed,
+  slice, query, key) clears the threshold, so that the backward pass regenerates the mask;
 * a backward pass that recomputes each block's scores and applies the closed-form softmax
   gradient: :math:`\bar s_{ij} = w_{ij}(\langle\bar o_i, h_{v,j}\rangle - \langle\bar o_i,
   o_i\rangle)`, then :math:`\bar g_{ij} = \bar s_{ij}\,\partial s/\partial g`, and the
   products :math:`\bar h_q = c\,\bar G h_k J`, :math:`\bar h_k = c\,\bar G^T h_q J`,
   :math:`\bar h_v = W^T\bar O` (float32), with the gradients of :math:`\beta` and :math:`c`.
+  As in FlashAttention, :math:`\langle\bar o_i, o_i\rangle` comes from the rounded output:
+  in a row whose softmax saturates on one huge score, the gradients of :math:`\beta` and
+  :math:`c` (exactly near 0 there) carry an absolute error of about
+  :math:`\epsilon\,|\bar o_i|\,|h_{v,j}|\,f(d_{ij})`.
 
 Memory is :math:`O(N)` per slice: no :math:`N\times M` matrix exists in either pass.
 
@@ -54,7 +60,13 @@ from torch import Tensor
 
 from .._checks import _broadcast
 
-__all__ = ["available", "fused_lorentz_attention", "kernel_scores", "unavailable_reason"]
+__all__ = [
+    "available",
+    "dropout_mask",
+    "fused_lorentz_attention",
+    "kernel_scores",
+    "unavailable_reason",
+]
 
 SCORE_CODES = {"distance": 0, "squared": 1, "cosh": 2}
 _SOURCE = Path(__file__).resolve().parent.parent / "csrc" / "lorentz_attention.cpp"
@@ -130,12 +142,26 @@ def _lorentz_attention(
     mask_sm: int,
     score: int,
     causal: bool,
+    dropout_p: float,
+    seed: Tensor,
 ) -> tuple[Tensor, Tensor]:
     module = _module()
     if module is None:
         raise RuntimeError(f"the fused attention kernel is not available: {unavailable_reason()}")
     out, lse = module.forward(
-        q, k, v, beta, float(c), mask, mask_base, mask_sn, mask_sm, score, causal
+        q,
+        k,
+        v,
+        beta,
+        float(c),
+        mask,
+        mask_base,
+        mask_sn,
+        mask_sm,
+        score,
+        causal,
+        dropout_p,
+        int(seed),
     )
     return out, lse
 
@@ -153,6 +179,8 @@ def _(
     mask_sm: int,
     score: int,
     causal: bool,
+    dropout_p: float,
+    seed: Tensor,
 ) -> tuple[Tensor, Tensor]:
     bh, n = q.shape[0], q.shape[1]
     return v.new_empty((bh, n, v.shape[2])), v.new_empty((bh, n))
@@ -172,6 +200,8 @@ def _lorentz_attention_backward(
     mask_sm: int,
     score: int,
     causal: bool,
+    dropout_p: float,
+    seed: Tensor,
     out: Tensor,
     lse: Tensor,
 ) -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor]:
@@ -191,6 +221,8 @@ def _lorentz_attention_backward(
         mask_sm,
         score,
         causal,
+        dropout_p,
+        int(seed),
         out,
         lse,
     )
@@ -211,6 +243,8 @@ def _(
     mask_sm: int,
     score: int,
     causal: bool,
+    dropout_p: float,
+    seed: Tensor,
     out: Tensor,
     lse: Tensor,
 ) -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor]:
@@ -225,17 +259,32 @@ def _(
 
 
 def _setup_context(ctx: Any, inputs: tuple[Any, ...], output: tuple[Tensor, Tensor]) -> None:
-    q, k, v, beta, c, mask, mask_base, mask_sn, mask_sm, score, causal = inputs
+    q, k, v, beta, c, mask, mask_base, mask_sn, mask_sm, score, causal, dropout_p, seed = inputs
     out, lse = output
-    ctx.save_for_backward(q, k, v, beta, c, mask, mask_base, out, lse)
-    ctx.rest = (mask_sn, mask_sm, score, causal)
+    ctx.save_for_backward(q, k, v, beta, c, mask, mask_base, seed, out, lse)
+    ctx.rest = (mask_sn, mask_sm, score, causal, dropout_p)
 
 
 def _backward(ctx: Any, grad_out: Tensor, _grad_lse: Tensor) -> tuple[Tensor | None, ...]:
-    q, k, v, beta, c, mask, mask_base, out, lse = ctx.saved_tensors
-    mask_sn, mask_sm, score, causal = ctx.rest
+    q, k, v, beta, c, mask, mask_base, seed, out, lse = ctx.saved_tensors
+    mask_sn, mask_sm, score, causal, dropout_p = ctx.rest
     gq, gk, gv, gbeta, gc = _lorentz_attention_backward(
-        grad_out, q, k, v, beta, c, mask, mask_base, mask_sn, mask_sm, score, causal, out, lse
+        grad_out,
+        q,
+        k,
+        v,
+        beta,
+        c,
+        mask,
+        mask_base,
+        mask_sn,
+        mask_sm,
+        score,
+        causal,
+        dropout_p,
+        seed,
+        out,
+        lse,
     )
     return (
         gq.to(q.dtype),
@@ -243,6 +292,8 @@ def _backward(ctx: Any, grad_out: Tensor, _grad_lse: Tensor) -> tuple[Tensor | N
         gv,
         gbeta.to(beta.dtype),
         gc.sum().to(c.dtype).reshape(c.shape),
+        None,
+        None,
         None,
         None,
         None,
@@ -283,9 +334,10 @@ def fused_lorentz_attention(
     score: str,
     mask: Tensor | None,
     causal: bool,
+    dropout_p: float = 0.0,
 ) -> Tensor:
     r"""``softmax_j(-beta f(d(q_i, k_j)) + mask_ij) @ hv`` in one fused pass (see the module
-    docstring).
+    docstring), with dropout on the weights if ``dropout_p > 0``.
 
     Args:
         hq: ``(..., N, W)`` float64 Lorentz coordinates of the queries (time first; extra zero
@@ -297,6 +349,12 @@ def fused_lorentz_attention(
         score: ``"distance"``, ``"squared"`` or ``"cosh"``.
         mask: additive float mask broadcastable to ``(..., N, M)``, or None.
         causal: forbid key ``j > i`` for query ``i``.
+        dropout_p: the probability, in ``[0, 1)``, that a weight is zeroed (the others are
+            scaled by ``1/(1 - p)``, as :func:`torch.nn.functional.dropout` does). The mask is
+            drawn from a seed that this call takes from torch's default generator (so
+            ``torch.manual_seed`` makes it reproducible) through a counter-based hash of
+            (seed, slice, query, key), which the backward pass evaluates again instead of
+            storing an ``N x M`` mask. Its bits differ from those ``F.dropout`` would draw.
 
     Returns:
         ``(..., N, V)`` float32: the weighted sums (rows whose keys are all masked give zeros).
@@ -311,6 +369,8 @@ def fused_lorentz_attention(
         )
     if score not in SCORE_CODES:
         raise ValueError(f"score must be one of {tuple(SCORE_CODES)}, got {score!r}")
+    if not 0.0 <= dropout_p < 1.0:
+        raise ValueError(f"dropout_p must be in [0, 1), got {dropout_p}")
     n, m, w = hq.shape[-2], hk.shape[-2], hq.shape[-1]
     lead: tuple[int, ...] = ()
     for t in (hq, hk, hv, beta):
@@ -329,10 +389,31 @@ def fused_lorentz_attention(
     if mask is not None:
         full, base = _flat_mask(mask, tuple(lead), n, m)
         sn, sm = full.stride()[-2], full.stride()[-1]
+    seed = _seed(hq.device) if dropout_p > 0.0 else torch.zeros((), dtype=torch.int64)
     out: Tensor = _lorentz_attention(
-        q, k, v, b, c_t, full, base, sn, sm, SCORE_CODES[score], causal
+        q, k, v, b, c_t, full, base, sn, sm, SCORE_CODES[score], causal, dropout_p, seed
     )[0]
     return out.reshape(*lead, n, hv.shape[-1])
+
+
+def _seed(device: torch.device) -> Tensor:
+    """A 0-d int64 seed for the dropout hash, drawn from torch's default generator of
+    ``device`` (a graph node under ``torch.compile``, not a Python number)."""
+    return torch.randint(-(2**62), 2**62, (), dtype=torch.int64, device=device).cpu()
+
+
+def dropout_mask(bh: int, n: int, m: int, dropout_p: float, seed: int) -> Tensor:
+    """The factors ``z`` (0 or ``1/(1 - p)``) of every pair, ``(bh, n, m)`` float32, that the
+    kernel applies to the weights for this ``seed`` (for tests against an unfused reference).
+
+    Raises:
+        RuntimeError: if the kernel is not available.
+    """
+    module = _module()
+    if module is None:
+        raise RuntimeError(f"the fused attention kernel is not available: {unavailable_reason()}")
+    z: Tensor = module.dropout_mask(bh, n, m, dropout_p, seed)
+    return z
 
 
 def kernel_scores(hq: Tensor, hk: Tensor, beta: Tensor, *, c: float, score: str) -> Tensor:

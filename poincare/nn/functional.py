@@ -43,8 +43,8 @@ and take the tangent vector of each midpoint at the origin
   the Lorentz coordinates, its close pairs (where the product cancels) from the differences of
   their coordinates (:func:`poincare._fused.lorentz_cosh_minus_one`), the scores from
   :func:`poincare._fused.cosh_score`, the value sums in the compute dtype. On the CPU, without
-  dropout or weights and outside ``torch.func`` transforms, the whole pipeline (the Gram
-  entries, the close-pair correction, the scores, an online softmax and the value sums, and a
+  weights and outside ``torch.func`` transforms, the whole pipeline (the Gram entries, the
+  close-pair correction, the scores, an online softmax, dropout and the value sums, and a
   backward pass that recomputes them block by block) runs in one fused C++ kernel,
   :mod:`poincare.nn._kernel`, which holds no ``N x M`` matrix; elsewhere (and where the kernel
   cannot be built) it runs blockwise in PyTorch (:func:`_attend`).
@@ -476,8 +476,10 @@ def _attend(
         )
         return agg, None
     causal = is_causal and mask is None
-    if enc.path == "gram" and not need_weights and dropout_p == 0.0 and _fused_kernel(q, k, v):
-        agg = fused_lorentz_attention(q, k, v, beta, c=c, score=score, mask=mask, causal=causal)
+    if enc.path == "gram" and not need_weights and dropout_p < 1.0 and _fused_kernel(q, k, v):
+        agg = fused_lorentz_attention(
+            q, k, v, beta, c=c, score=score, mask=mask, causal=causal, dropout_p=dropout_p
+        )
         return agg, None
     lead = math.prod(
         _broadcast(_broadcast(tuple(q.shape[:-2]), tuple(k.shape[:-2])), tuple(beta.shape[:-2]))
