@@ -8,6 +8,7 @@ of a machine that cannot build it.
 
 from __future__ import annotations
 
+import functools
 import math
 import os
 import subprocess
@@ -15,6 +16,7 @@ import sys
 import textwrap
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import pytest
 import torch
@@ -65,20 +67,30 @@ def test_property_kernel_scores_match_reference(score: str, data: st.DataObject)
 
 
 def _unfused(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(NF, "_fused_kernel", lambda *args: False)
+    monkeypatch.setattr(NF, "_kernel_runs", lambda *args: False)
 
 
 def _module_run(
-    score: str, c: float, *, seed: int, causal: bool, padding: bool, learn_c: bool
+    score: str,
+    c: float,
+    *,
+    seed: int,
+    causal: bool,
+    padding: bool,
+    learn_c: bool,
+    scale: float = 0.2,
+    dtype: torch.dtype = torch.float32,
 ) -> tuple[Tensor, list[Tensor]]:
+    """The module's output and the gradients of its input and parameters, for inputs at
+    ``scale`` (0.2: every head within FAR_COSH; 1.2: far-out heads)."""
     torch.manual_seed(seed)
     ball = poincare.PoincareBall(c, learnable=learn_c)
-    m = HyperbolicMultiHeadAttention(24, 3, score=score, c=ball)
+    m = HyperbolicMultiHeadAttention(24, 3, score=score, c=ball).to(dtype)
     with torch.no_grad():
-        m.beta.mul_(torch.tensor([0.5, 1.0, 2.0]).view_as(m.beta))
+        m.beta.mul_(torch.tensor([0.5, 1.0, 2.0], dtype=dtype).view_as(m.beta))
     g = torch.Generator().manual_seed(seed + 1)
-    u = torch.randn(2, 37, 24, generator=g) * (1.2 / math.sqrt(c))
-    x = poincare.expmap0(u, c=c).requires_grad_(True)
+    u = torch.randn(2, 37, 24, generator=g) * (scale / math.sqrt(c))
+    x = poincare.expmap0(u, c=c).to(dtype).requires_grad_(True)
     kpm = None
     if padding:
         kpm = torch.zeros(2, 37, dtype=torch.bool)
@@ -108,6 +120,34 @@ def test_fused_matches_the_blockwise_path(
     assert float(poincare.dist(out, ref_out, c=c).max()) < 1e-5
     for g, r in zip(grads, ref_grads, strict=True):
         assert float((g - r).norm()) <= 2e-5 * float(r.norm()) + 1e-12
+
+
+@pytest.mark.parametrize("score", ["distance", "squared"])
+@pytest.mark.parametrize("c", [1.0, 0.1])
+def test_far_out_heads_in_the_kernel_are_as_accurate_as_the_path_they_replace(
+    score: str, c: float, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Far-out heads (beyond FAR_COSH) run in the kernel with float64 values: the module's
+    output is as close to the float64 module's as that of the unfused far-out path (points,
+    float64 value sums), and the kernel really ran with float64 values."""
+    seen: list[torch.dtype] = []
+    real = NF.fused_lorentz_attention
+
+    def spy(*args: Any, **kwargs: Any) -> Tensor:
+        seen.append(args[2].dtype)
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(NF, "fused_lorentz_attention", spy)
+    run = functools.partial(
+        _module_run, score, c, seed=3, causal=False, padding=True, learn_c=False, scale=1.2
+    )
+    out = run()[0].double()
+    assert seen == [F64]
+    exact = run(dtype=F64)[0]
+    _unfused(monkeypatch)
+    unfused = run()[0].double()
+    err, ref_err = (float(poincare.dist(t, exact, c=c).max()) for t in (out, unfused))
+    assert err <= 1.5 * ref_err + 1e-6, (err, ref_err)
 
 
 def _gram_inputs(
@@ -309,8 +349,7 @@ class _Fused(torch.nn.Module):
 
 def test_compiled_call_is_one_node_and_matches_eager() -> None:
     """``torch.compile(fullgraph=True)`` of the fused call, forward and backward, keeps the
-    kernel as one node and gives the eager result. (The module's traced form takes the
-    branch-free point path instead: which heads lie far out is a property of the values.)"""
+    kernel as one node and gives the eager result."""
     hq, hk, hv = _gram_inputs(3, 40, 40, 5, 0.5, seed=4)
     seen: list[str] = []
 
@@ -329,6 +368,36 @@ def test_compiled_call_is_one_node_and_matches_eager() -> None:
     for a, b in zip(eager, compiled, strict=True):
         assert torch.equal(a, b)
     assert sum("lorentz_attention" in t for t in seen) == 1, seen
+
+
+def test_the_compiled_module_runs_the_kernel_with_float64_values() -> None:
+    """The module under ``torch.compile(fullgraph=True)`` (Inductor) runs the kernel once per
+    call, with float64 values (it cannot test which heads lie far out), and its output and
+    input gradient are the eager module's within float32 rounding."""
+    torch.manual_seed(0)
+    m = HyperbolicMultiHeadAttention(16, 2, score="distance")
+    x = poincare.expmap0(torch.randn(2, 24, 16) * 0.1)
+    seen: list[str] = []
+
+    def backend(gm: torch.fx.GraphModule, example_inputs: list[Tensor]) -> Callable[..., object]:
+        seen.extend(
+            f"{node.target}:{node.args[2].meta['example_value'].dtype}"
+            for node in gm.graph.nodes
+            if "lorentz_attention" in str(node.target)
+        )
+        return torch._inductor.compile(gm, example_inputs)  # type: ignore[arg-type, no-any-return]
+
+    def step(module: Callable[..., tuple[Tensor, Tensor | None]]) -> tuple[Tensor, Tensor]:
+        xs = x.clone().requires_grad_(True)
+        out = module(xs, xs, xs)[0]
+        (grad,) = torch.autograd.grad(poincare.dist0(out).sum(), (xs,))
+        return out.detach(), grad
+
+    eager = step(m)
+    compiled = step(torch.compile(m, fullgraph=True, backend=backend))
+    assert seen == ["poincare.lorentz_attention.default:torch.float64"]
+    assert float(poincare.dist(eager[0], compiled[0]).max()) < 1e-6
+    assert float((eager[1] - compiled[1]).norm()) <= 1e-5 * float(eager[1].norm())
 
 
 def test_export_keeps_the_kernel_as_one_node() -> None:

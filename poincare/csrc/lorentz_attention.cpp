@@ -9,7 +9,10 @@
 // The forward pass walks key blocks with an online softmax and keeps o and the log-sum-exp per
 // row; the backward pass recomputes each block's scores and applies the closed-form softmax
 // gradient. Dropout draws keep_ij from a counter-based hash of (seed, slice, row, key), so the
-// backward pass regenerates the forward pass's mask instead of storing it. No N x M matrix is held: a thread's working set is a few R x KB blocks. The products
+// backward pass regenerates the forward pass's mask instead of storing it. No N x M matrix is
+// held: a thread's working set is a few R x KB blocks. The values v (and o) are float or
+// double: double ones (far-out points, whose Lorentz coordinates are huge) keep their sums and
+// gradients in double. The products
 // run in BLAS (the sgemm_/dgemm_ that libtorch_cpu exports), the pointwise work on ATen's
 // vectorised types.
 
@@ -62,7 +65,7 @@ struct Args {
   const double* q;   // (BH, N, W) with space coordinates negated
   const double* k;   // (BH, M, W)
   const double* k0;  // (BH, M): the keys' time coordinates, contiguous
-  const float* v;    // (BH, M, V)
+  const void* v;     // (BH, M, V): float or double (the value type V of the templates)
   const float* beta; // (BH)
   const float* mask; // additive, addressed by mask_base[b] + i * mask_sn + j * mask_sm, or null
   const int64_t* mask_base;
@@ -227,6 +230,30 @@ void block_scores(const Args& a, int64_t b, int64_t i0, int64_t r, int64_t j0, i
   }
 }
 
+// Pointers of the backward pass that do not depend on the value type.
+struct Grads {
+  const float* qf;   // (BH, N, W) qJ as float
+  const float* kf;   // (BH, M, W) k as float
+  const float* lse;  // (BH, N)
+  float* gq;
+  float* gk;
+  double* gbeta;
+  double* gc;
+};
+
+// The probabilities of a block (float, r x kb) as the value type's matrix: the block itself for
+// float values, a double copy (buf) for double ones.
+template <typename V>
+const V* as_values(const float* s, int64_t n, std::vector<V>& buf) {
+  if constexpr (std::is_same_v<V, float>) {
+    return s;
+  } else {
+    if (static_cast<int64_t>(buf.size()) < n) buf.resize(n);
+    for (int64_t t = 0; t < n; ++t) buf[t] = static_cast<V>(s[t]);
+    return buf.data();
+  }
+}
+
 Args make_args(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v,
                const at::Tensor& beta, double c, const c10::optional<at::Tensor>& mask,
                const c10::optional<at::Tensor>& mask_base, int64_t mask_sn, int64_t mask_sm,
@@ -234,14 +261,15 @@ Args make_args(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v,
   TORCH_CHECK(q.dim() == 3 && k.dim() == 3 && v.dim() == 3, "q, k, v must be (BH, L, W)");
   TORCH_CHECK(q.scalar_type() == at::kDouble && k.scalar_type() == at::kDouble,
               "q and k must be float64");
-  TORCH_CHECK(v.scalar_type() == at::kFloat && beta.scalar_type() == at::kFloat,
-              "v and beta must be float32");
+  TORCH_CHECK(v.scalar_type() == at::kFloat || v.scalar_type() == at::kDouble,
+              "v must be float32 or float64");
+  TORCH_CHECK(beta.scalar_type() == at::kFloat, "beta must be float32");
   TORCH_CHECK(q.is_contiguous() && k.is_contiguous() && v.is_contiguous() && beta.is_contiguous(),
               "inputs must be contiguous");
   Args a{};
   a.q = q.data_ptr<double>();
   a.k = k.data_ptr<double>();
-  a.v = v.data_ptr<float>();
+  a.v = v.data_ptr();
   a.beta = beta.data_ptr<float>();
   a.mask = nullptr;
   a.mask_base = nullptr;
@@ -269,6 +297,13 @@ Args make_args(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v,
 
 }  // namespace
 
+// The passes for the value type V (float or double): defined below, instantiated by the
+// operators' dispatch on the dtype of v.
+template <typename V>
+void forward_impl(const Args& a, V* po, float* pl);
+template <typename V>
+void backward_impl(const Args& a, const Grads& g, const V* go, const V* po, V* pgv);
+
 std::vector<at::Tensor> forward(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v,
                                 const at::Tensor& beta, double c,
                                 const c10::optional<at::Tensor>& mask,
@@ -280,19 +315,29 @@ std::vector<at::Tensor> forward(const at::Tensor& q, const at::Tensor& k, const 
   const at::Tensor k0 = k.select(2, 0).contiguous();
   a.k0 = k0.data_ptr<double>();
   at::Tensor out = at::empty({a.bh, a.n, a.vd}, v.options());
-  at::Tensor lse = at::empty({a.bh, a.n}, v.options());
-  float* po = out.data_ptr<float>();
-  float* pl = lse.data_ptr<float>();
+  at::Tensor lse = at::empty({a.bh, a.n}, beta.options());
+  if (v.scalar_type() == at::kDouble) {
+    forward_impl<double>(a, out.data_ptr<double>(), lse.data_ptr<float>());
+  } else {
+    forward_impl<float>(a, out.data_ptr<float>(), lse.data_ptr<float>());
+  }
+  return {out, lse};
+}
+
+template <typename V>
+void forward_impl(const Args& a, V* po, float* pl) {
+  const V* pv = static_cast<const V*>(a.v);
   const int64_t nblocks = (a.n + R - 1) / R;
   constexpr float NEG_INF = -std::numeric_limits<float>::infinity();
   at::parallel_for(0, a.bh * nblocks, 1, [&](int64_t begin, int64_t end) {
     Block blk;
-    std::vector<float> acc(R * a.vd), mx(R), l(R);
+    std::vector<V> acc(R * a.vd), pbuf;
+    std::vector<float> mx(R), l(R);
     for (int64_t task = begin; task < end; ++task) {
       const int64_t b = task / nblocks, i0 = (task % nblocks) * R;
       const int64_t r = std::min(R, a.n - i0);
       const int64_t jmax = a.causal ? std::min(a.m, i0 + r) : a.m;
-      std::fill(acc.begin(), acc.end(), 0.0f);
+      std::fill(acc.begin(), acc.end(), V(0));
       std::fill(mx.begin(), mx.end(), NEG_INF);
       std::fill(l.begin(), l.end(), 0.0f);
       for (int64_t j0 = 0; j0 < jmax; j0 += KB) {
@@ -317,7 +362,7 @@ std::vector<at::Tensor> forward(const at::Tensor& q, const at::Tensor& k, const 
           }
           const float scale = std::exp(mx[ii] - top);  // 0 on the first finite block
           mx[ii] = top;
-          float* ai = acc.data() + ii * a.vd;
+          V* ai = acc.data() + ii * a.vd;
           for (int64_t t = 0; t < a.vd; ++t) ai[t] *= scale;
           int64_t jj = 0;
           VecF total(0.0f);
@@ -342,24 +387,23 @@ std::vector<at::Tensor> forward(const at::Tensor& q, const at::Tensor& k, const 
             for (int64_t t = 0; t < kb; ++t) si[t] *= z[t];
           }
         }
-        mm<float>(false, false, r, a.vd, kb, 1.0f, blk.s.data(), kb,
-                  a.v + (b * a.m + j0) * a.vd, a.vd, 1.0f, acc.data(), a.vd);
+        mm<V>(false, false, r, a.vd, kb, V(1), as_values<V>(blk.s.data(), r * kb, pbuf), kb,
+              pv + (b * a.m + j0) * a.vd, a.vd, V(1), acc.data(), a.vd);
       }
       for (int64_t ii = 0; ii < r; ++ii) {
-        float* oi = po + (b * a.n + i0 + ii) * a.vd;
-        const float* ai = acc.data() + ii * a.vd;
+        V* oi = po + (b * a.n + i0 + ii) * a.vd;
+        const V* ai = acc.data() + ii * a.vd;
         if (l[ii] > 0.0f) {
-          const float inv = 1.0f / l[ii];
+          const V inv = V(1) / static_cast<V>(l[ii]);
           for (int64_t t = 0; t < a.vd; ++t) oi[t] = ai[t] * inv;
           pl[b * a.n + i0 + ii] = mx[ii] + std::log(l[ii]);
         } else {  // every key masked: zero sums, and zero weights in the backward pass
-          for (int64_t t = 0; t < a.vd; ++t) oi[t] = 0.0f;
+          for (int64_t t = 0; t < a.vd; ++t) oi[t] = V(0);
           pl[b * a.n + i0 + ii] = std::numeric_limits<float>::infinity();
         }
       }
     }
   });
-  return {out, lse};
 }
 
 // Gradients of sum(grad_out * o) in q (that is, in qJ), k, v (float32), and per slice in beta
@@ -378,28 +422,47 @@ std::vector<at::Tensor> backward(const at::Tensor& grad_out, const at::Tensor& q
               "grad_out, out, lse must be contiguous");
   const at::Tensor k0 = k.select(2, 0).contiguous();
   a.k0 = k0.data_ptr<double>();
+  TORCH_CHECK(grad_out.scalar_type() == v.scalar_type() && out.scalar_type() == v.scalar_type(),
+              "grad_out and out must have the dtype of v");
   const at::Tensor qf = q.to(at::kFloat), kf = k.to(at::kFloat);
-  at::Tensor gq = at::zeros({a.bh, a.n, a.w}, v.options());
-  at::Tensor gk = at::zeros({a.bh, a.m, a.w}, v.options());
+  at::Tensor gq = at::zeros({a.bh, a.n, a.w}, beta.options());
+  at::Tensor gk = at::zeros({a.bh, a.m, a.w}, beta.options());
   at::Tensor gv = at::zeros({a.bh, a.m, a.vd}, v.options());
   at::Tensor gbeta = at::zeros({a.bh}, q.options());
   at::Tensor gc = at::zeros({a.bh}, q.options());
-  const float* go = grad_out.data_ptr<float>();
-  const float* po = out.data_ptr<float>();
-  const float* pl = lse.data_ptr<float>();
-  const float* pqf = qf.data_ptr<float>();
-  const float* pkf = kf.data_ptr<float>();
-  float* pgq = gq.data_ptr<float>();
-  float* pgk = gk.data_ptr<float>();
-  float* pgv = gv.data_ptr<float>();
-  double* pgb = gbeta.data_ptr<double>();
-  double* pgc = gc.data_ptr<double>();
+  Grads g{qf.data_ptr<float>(), kf.data_ptr<float>(), lse.data_ptr<float>(),
+          gq.data_ptr<float>(), gk.data_ptr<float>(), gbeta.data_ptr<double>(),
+          gc.data_ptr<double>()};
+  if (v.scalar_type() == at::kDouble) {
+    backward_impl<double>(a, g, grad_out.data_ptr<double>(), out.data_ptr<double>(),
+                          gv.data_ptr<double>());
+  } else {
+    backward_impl<float>(a, g, grad_out.data_ptr<float>(), out.data_ptr<float>(),
+                         gv.data_ptr<float>());
+  }
+  const float cf = static_cast<float>(c);
+  return {gq.mul_(cf), gk.mul_(cf), gv, gbeta, gc};
+}
+
+template <typename V>
+void backward_impl(const Args& a, const Grads& g, const V* go, const V* po, V* pgv) {
+  const float* pl = g.lse;
+  const float* pqf = g.qf;
+  const float* pkf = g.kf;
+  float* pgq = g.gq;
+  float* pgk = g.gk;
+  double* pgb = g.gbeta;
+  double* pgc = g.gc;
+  const V* pv = static_cast<const V*>(a.v);
+  const double c = a.c;
+  const int64_t score = a.score;
   const float sc = static_cast<float>(std::sqrt(c));
   const float cf = static_cast<float>(c);
   // slices in parallel: each owns its key and value gradients
   at::parallel_for(0, a.bh, 1, [&](int64_t begin, int64_t end) {
     Block blk;
     std::vector<float> dp(R * KB), dd(R);
+    std::vector<V> dpv, pbuf;
     for (int64_t b = begin; b < end; ++b) {
       double beta_acc = 0.0, c_acc = 0.0;
       const float beta_b = a.beta[b];
@@ -411,20 +474,26 @@ std::vector<at::Tensor> backward(const at::Tensor& grad_out, const at::Tensor& q
       for (int64_t i0 = 0; i0 < a.n; i0 += R) {
         const int64_t r = std::min(R, a.n - i0);
         const int64_t jmax = a.causal ? std::min(a.m, i0 + r) : a.m;
-        const float* gob = go + (b * a.n + i0) * a.vd;
+        const V* gob = go + (b * a.n + i0) * a.vd;
         for (int64_t ii = 0; ii < r; ++ii) {
-          const float* u = gob + ii * a.vd;
-          const float* o = po + (b * a.n + i0 + ii) * a.vd;
-          float t = 0.0f;
-          for (int64_t z = 0; z < a.vd; ++z) t += u[z] * o[z];
-          dd[ii] = t;
+          const V* u = gob + ii * a.vd;
+          const V* o = po + (b * a.n + i0 + ii) * a.vd;
+          double t = 0.0;
+          for (int64_t z = 0; z < a.vd; ++z) t += static_cast<double>(u[z]) * o[z];
+          dd[ii] = static_cast<float>(t);
         }
         for (int64_t j0 = 0; j0 < jmax; j0 += KB) {
           const int64_t kb = std::min(KB, jmax - j0);
           block_scores(a, b, i0, r, j0, kb, blk);
-          const float* vb = a.v + (b * a.m + j0) * a.vd;
-          // dP = dO V^T
-          mm<float>(false, true, r, kb, a.vd, 1.0f, gob, a.vd, vb, a.vd, 0.0f, dp.data(), kb);
+          const V* vb = pv + (b * a.m + j0) * a.vd;
+          // dP = dO V^T (in the value type, then as float)
+          if constexpr (std::is_same_v<V, float>) {
+            mm<float>(false, true, r, kb, a.vd, 1.0f, gob, a.vd, vb, a.vd, 0.0f, dp.data(), kb);
+          } else {
+            dpv.resize(r * kb);
+            mm<V>(false, true, r, kb, a.vd, V(1), gob, a.vd, vb, a.vd, V(0), dpv.data(), kb);
+            for (int64_t t = 0; t < r * kb; ++t) dp[t] = static_cast<float>(dpv[t]);
+          }
           for (int64_t ii = 0; ii < r; ++ii) {
             const float lrow = pl[b * a.n + i0 + ii];
             float* si = blk.s.data() + ii * kb;
@@ -509,8 +578,8 @@ std::vector<at::Tensor> backward(const at::Tensor& grad_out, const at::Tensor& q
             for (int64_t z = 0; z < VecF::size(); ++z) c_acc += lanes[z];
           }
           // dV += P^T dO ; d(qJ) += dG K ; dK += dG^T qJ  (the factor c comes at the end)
-          mm<float>(true, false, kb, a.vd, r, 1.0f, blk.s.data(), kb, gob, a.vd, 1.0f,
-                    pgv + (b * a.m + j0) * a.vd, a.vd);
+          mm<V>(true, false, kb, a.vd, r, V(1), as_values<V>(blk.s.data(), r * kb, pbuf), kb,
+                gob, a.vd, V(1), pgv + (b * a.m + j0) * a.vd, a.vd);
           mm<float>(false, false, r, a.w, kb, 1.0f, dp.data(), kb, pkf + (b * a.m + j0) * a.w,
                     a.w, 1.0f, pgq + (b * a.n + i0) * a.w, a.w);
           mm<float>(true, false, kb, a.w, r, 1.0f, dp.data(), kb, pqf + (b * a.n + i0) * a.w,
@@ -521,7 +590,6 @@ std::vector<at::Tensor> backward(const at::Tensor& grad_out, const at::Tensor& q
       pgc[b] = c_acc;
     }
   });
-  return {gq.mul_(cf), gk.mul_(cf), gv, gbeta, gc};
 }
 
 // The scores s_ij (mask included) of every pair, (BH, N, M): what the forward pass computes

@@ -1,8 +1,9 @@
 r"""The fused CPU kernel of the attention's explicit scores, and its custom operator.
 
 For query and key Lorentz coordinates :math:`h_q, h_k` (float64), value coordinates
-:math:`h_v` (float32), a temperature :math:`\beta` per slice and a curvature :math:`c`, the
-operator computes, slice by slice (a slice is one batch entry and head),
+:math:`h_v` (float32, or float64 for far-out points), a temperature :math:`\beta` per slice
+and a curvature :math:`c`, the operator computes, slice by slice (a slice is one batch entry
+and head),
 
 .. math::
     o_i = \sum_j \operatorname{softmax}_j\big(-\beta f(d_{ij}) + m_{ij}\big)\,h_{v,j},\qquad
@@ -19,15 +20,16 @@ the ``"gram"`` path of :func:`poincare.nn.functional._attend` in one pass over e
 * the scores in float32 from :math:`g - 1` rounded once, with :math:`\sqrt{g - 1}` taken before
   the rounding, as :func:`poincare._fused.cosh_score` does (so the scores agree with the
   unfused path to float32 rounding);
-* an online softmax and the value sums (``sgemm``); only the output and the log-sum-exp per
-  row are kept;
+* an online softmax and the value sums (``sgemm``, or ``dgemm`` for float64 values); only the
+  output and the log-sum-exp per row are kept;
 * dropout on the weights (optional): a weight is kept where a counter-based hash of (seed,
   slice, query, key) clears the threshold, so that the backward pass regenerates the mask;
 * a backward pass that recomputes each block's scores and applies the closed-form softmax
   gradient: :math:`\bar s_{ij} = w_{ij}(\langle\bar o_i, h_{v,j}\rangle - \langle\bar o_i,
   o_i\rangle)`, then :math:`\bar g_{ij} = \bar s_{ij}\,\partial s/\partial g`, and the
   products :math:`\bar h_q = c\,\bar G h_k J`, :math:`\bar h_k = c\,\bar G^T h_q J`,
-  :math:`\bar h_v = W^T\bar O` (float32), with the gradients of :math:`\beta` and :math:`c`.
+  :math:`\bar h_v = W^T\bar O` (in the values' dtype), with the gradients of :math:`\beta`
+  and :math:`c`.
   As in FlashAttention, :math:`\langle\bar o_i, o_i\rangle` comes from the rounded output:
   in a row whose softmax saturates on one huge score, the gradients of :math:`\beta` and
   :math:`c` (exactly near 0 there) carry an absolute error of about
@@ -62,6 +64,7 @@ from .._checks import _broadcast
 
 __all__ = [
     "available",
+    "build",
     "dropout_mask",
     "fused_lorentz_attention",
     "kernel_scores",
@@ -124,6 +127,13 @@ def available() -> bool:
     return _module() is not None
 
 
+def build() -> bool:
+    """Build and load the kernel if that has not been tried yet; whether it is available.
+    (Unlike :func:`available`, it builds even when called while ``torch.compile`` traces, as
+    a constant-result function does.)"""
+    return _module() is not None
+
+
 def unavailable_reason() -> str | None:
     """Why the kernel is not available (None when it is, or before the first attempt)."""
     return _reason[0] if _reason else None
@@ -183,7 +193,7 @@ def _(
     seed: Tensor,
 ) -> tuple[Tensor, Tensor]:
     bh, n = q.shape[0], q.shape[1]
-    return v.new_empty((bh, n, v.shape[2])), v.new_empty((bh, n))
+    return v.new_empty((bh, n, v.shape[2])), v.new_empty((bh, n), dtype=torch.float32)
 
 
 @torch.library.custom_op("poincare::lorentz_attention_backward", mutates_args=())
@@ -248,7 +258,7 @@ def _(
     out: Tensor,
     lse: Tensor,
 ) -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor]:
-    f32 = v.dtype
+    f32 = torch.float32
     return (
         q.new_empty(q.shape, dtype=f32),
         k.new_empty(k.shape, dtype=f32),
@@ -343,7 +353,8 @@ def fused_lorentz_attention(
         hq: ``(..., N, W)`` float64 Lorentz coordinates of the queries (time first; extra zero
             columns are allowed).
         hk: ``(..., M, W)`` float64 Lorentz coordinates of the keys.
-        hv: ``(..., M, V)`` float32 values (Lorentz coordinates of the value points).
+        hv: ``(..., M, V)`` float32 or float64 values (Lorentz coordinates of the value
+            points; float64 for far-out ones, whose sums then stay in float64).
         beta: positive temperature broadcastable to ``(..., 1, 1)``.
         c: curvature, a float or a 0-d tensor (differentiable).
         score: ``"distance"``, ``"squared"`` or ``"cosh"``.
@@ -357,16 +368,17 @@ def fused_lorentz_attention(
             storing an ``N x M`` mask. Its bits differ from those ``F.dropout`` would draw.
 
     Returns:
-        ``(..., N, V)`` float32: the weighted sums (rows whose keys are all masked give zeros).
+        ``(..., N, V)`` in ``hv``'s dtype: the weighted sums (rows whose keys are all masked
+        give zeros).
 
     Raises:
         RuntimeError: if the kernel is not available (check :func:`available` first).
         ValueError: on dtypes or shapes other than the above.
     """
-    if hq.dtype != torch.float64 or hk.dtype != torch.float64 or hv.dtype != torch.float32:
-        raise ValueError(
-            f"hq and hk must be float64 and hv float32, got {hq.dtype}, {hk.dtype}, {hv.dtype}"
-        )
+    if hq.dtype != torch.float64 or hk.dtype != torch.float64:
+        raise ValueError(f"hq and hk must be float64, got {hq.dtype} and {hk.dtype}")
+    if hv.dtype not in (torch.float32, torch.float64):
+        raise ValueError(f"hv must be float32 or float64, got {hv.dtype}")
     if score not in SCORE_CODES:
         raise ValueError(f"score must be one of {tuple(SCORE_CODES)}, got {score!r}")
     if not 0.0 <= dropout_p < 1.0:

@@ -59,7 +59,10 @@ than about 16 hULP (the Klein norm carries a relative error of about :math:`\eps
 its artanh turns into about :math:`\cosh(s_c r)` hULP), forms its
 head points in the compute dtype instead and runs ``"sdpa"`` on their float64 Lorentz
 coordinates, and ``"gram"`` as ``"points"`` (the ``cosh`` score, which grows like
-:math:`e^d`, as ``"gram"`` on float64 Lorentz coordinates of the points).
+:math:`e^d`, as ``"gram"`` on float64 Lorentz coordinates of the points). Where the fused
+CPU kernel runs the ``"gram"`` path, a far-out call stays on it with float64 values (the
+scores already come from float64 coordinates; the sums, and so the midpoint, stay float64),
+and traced code, which cannot test the values, does so for every call.
 
 In the module, head points are not formed in the ball at all on the Lorentz paths: their
 Lorentz coordinates come in closed form from the tangent vectors of the projections
@@ -73,7 +76,7 @@ from __future__ import annotations
 import functools
 import math
 from collections.abc import Callable
-from typing import Literal, get_args
+from typing import Any, Literal, get_args
 
 import torch
 import torch.nn.functional as F
@@ -93,7 +96,7 @@ from .._fused import (
 from .._precision import compute_dtype
 from ._blockwise import _block_mask, _masked, blockwise_attention
 from ._common import cast_point, check_curvature_arg, check_probability
-from ._kernel import available as kernel_available
+from ._kernel import build as build_kernel
 from ._kernel import fused_lorentz_attention
 
 __all__ = [
@@ -317,10 +320,13 @@ def _even(h: Tensor) -> Tensor:
 
 
 class _Encoded:
-    """The per-token inputs of :func:`_attend` on one path."""
+    """The per-token inputs of :func:`_attend` on one path. ``widened``: float64 values of a
+    call computing in float32 (far-out heads in the fused kernel, whose scores stay float32)."""
 
-    def __init__(self, path: Path, q: Tensor, k: Tensor, v: Tensor) -> None:
-        self.path, self.q, self.k, self.v = path, q, k, v
+    def __init__(
+        self, path: Path, q: Tensor, k: Tensor, v: Tensor, *, widened: bool = False
+    ) -> None:
+        self.path, self.q, self.k, self.v, self.widened = path, q, k, v, widened
 
 
 def _encode_lorentz(
@@ -418,17 +424,37 @@ def _attend_rows(
     return torch.matmul(w.to(v.dtype), v), w
 
 
-def _fused_kernel(q: Tensor, k: Tensor, v: Tensor) -> bool:
+def _fused_kernel(enc: _Encoded) -> bool:
     """Whether the ``"gram"`` path of these inputs runs in the fused CPU kernel
-    (:mod:`poincare.nn._kernel`): float64 coordinates and float32 values on the CPU, outside
-    ``torch.func`` transforms, with the kernel built."""
-    if q.device.type != "cpu" or q.dtype != torch.float64 or v.dtype != torch.float32:
+    (:mod:`poincare.nn._kernel`): float64 coordinates and float32 values, or float64 values
+    widened from a float32 call (:func:`_kernel_runs`)."""
+    if enc.q.dtype != torch.float64 or enc.k.dtype != torch.float64:
+        return False
+    if enc.v.dtype != (torch.float64 if enc.widened else torch.float32):
+        return False
+    return _kernel_runs(enc.q, enc.k, enc.v)
+
+
+def _kernel_runs(*tensors: Tensor) -> bool:
+    """Whether the fused CPU kernel serves calls on these tensors: on the CPU, outside
+    ``torch.func`` transforms, with the kernel built (built at the first call; traced code asks
+    at trace time)."""
+    if any(t.device.type != "cpu" for t in tensors):
         return False
     if not torch.compiler.is_compiling() and (
-        _WRAPPED is None or any(_WRAPPED(t) for t in (q, k, v))
+        _WRAPPED is None or any(_WRAPPED(t) for t in tensors)
     ):
         return False
-    return kernel_available()
+    return _kernel_built()
+
+
+def _kernel_available() -> bool:
+    """:func:`poincare.nn._kernel.available`, a constant of a traced graph (evaluated, and the
+    kernel built, when ``torch.compile`` traces the first call)."""
+    return build_kernel()
+
+
+_kernel_built: Callable[[], bool] = torch.compiler.assume_constant_result(_kernel_available)  # type: ignore[no-untyped-call]
 
 
 def _first(fn: Callable[..., tuple[Tensor, Tensor]], *args: Tensor | None) -> Tensor:
@@ -476,7 +502,7 @@ def _attend(
         )
         return agg, None
     causal = is_causal and mask is None
-    if enc.path == "gram" and not need_weights and dropout_p < 1.0 and _fused_kernel(q, k, v):
+    if enc.path == "gram" and not need_weights and dropout_p < 1.0 and _fused_kernel(enc):
         agg = fused_lorentz_attention(
             q, k, v, beta, c=c, score=score, mask=mask, causal=causal, dropout_p=dropout_p
         )
@@ -779,8 +805,9 @@ def multi_head_attention_forward(
     recompute = memory_efficient and torch.is_grad_enabled()
     t_max = saturation(dtype)
     # encode() takes the same steps on every call with the same inputs, as the recomputation
-    # of checkpoint() requires; `taken` records the path it chose.
-    taken: dict[str, Path] = {}
+    # of checkpoint() requires; `taken` records the path it chose (and whether it widened the
+    # values of a float32 call for the fused kernel).
+    taken: dict[str, Any] = {"widened": False}
 
     def encode(x_q: Tensor, x_k: Tensor, x_v: Tensor, beta_: Tensor) -> tuple[Tensor, ...]:
         def tangent_of(x: Tensor) -> Tensor:
@@ -812,9 +839,11 @@ def multi_head_attention_forward(
 
         # Float32 Lorentz coordinates serve calls whose points all lie within FAR_COSH; that is
         # a data-dependent test, so traced code (see poincare._checks.host_branches) takes the
-        # far-out form, exact for every input, straight away.
+        # far-out form, exact for every input, straight away. The fused kernel's far-out form
+        # is its float64 values (its scores come from float64 coordinates anyway).
+        kernel = path == "gram" and not need_weights and _kernel_runs(*(z for z, _ in heads))
         lorentz = path != "points" and (
-            dtype == torch.float64 or host_branches(*(z for z, _ in heads))
+            dtype == torch.float64 or kernel or host_branches(*(z for z, _ in heads))
         )
         if lorentz:
             wide = path == "gram"
@@ -828,10 +857,15 @@ def multi_head_attention_forward(
                 )
                 for z, bias in heads
             ]
-            if dtype == torch.float64 or not _far_out(hs, cc):
+            values = dtype
+            if kernel and dtype != torch.float64:
+                far = not host_branches(*hs) or _far_out(hs, cc)
+                values = torch.float64 if far else dtype
+            if dtype == torch.float64 or kernel or not _far_out(hs, cc):
                 hq, hk, hv = unpack(hs)
-                enc = _encode_lorentz(hq, hk, hv, beta_, cc, path, dtype)
+                enc = _encode_lorentz(hq, hk, hv, beta_, cc, path, values)
                 taken["path"] = enc.path
+                taken["widened"] = values != dtype
                 return enc.q, enc.k, enc.v
         points = [
             PF.expmap0(z, c=cc) if bias is None else PF.expmap0_add(z, bias, c=cc)
@@ -853,7 +887,7 @@ def multi_head_attention_forward(
     else:
         qa, ka, va = run_encode(query, key, value, beta_h)
     agg, weights = _attend(
-        _Encoded(taken["path"], qa, ka, va),
+        _Encoded(taken["path"], qa, ka, va, widened=taken["widened"]),
         beta=beta_h,
         c=cc,
         score=name,
