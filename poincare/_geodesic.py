@@ -219,7 +219,12 @@ def _geodesic_unit(
     bw = sech2(tau)  # 1 - c|w|^2, finite gradients for huge tau
     s = x + w
     css = c * sqnorm(s)
-    den = (css + bx * bw).clamp(min=torch.finfo(x.dtype).tiny)
+    # den = 1 + 2c<x, w> + c^2|x|^2|w|^2 >= (1 - s_c|x| s_c|w|)^2 >= (B_x/2)^2 exactly (|w| <
+    # 1/s_c); the floor (B_x/4)^2 only acts where rounding made it vanish: a start point on the
+    # outermost shell and a long step straight through the origin, where x + w rounds to 0
+    # (the value then comes from the double-double form, the gradient stays finite).
+    floor = (bx * bx / 16).clamp(min=torch.finfo(x.dtype).tiny)
+    den = torch.maximum(css + bx * bw, floor)
     res = (bx * s + css * x) / den
     if precise:
         res = res + (_dd_geodesic_unit(x, v, tau.detach(), c.detach()) - res).detach()

@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import math
 from collections.abc import Callable
 
@@ -336,6 +337,28 @@ def test_geodesic_unit_travels_at_unit_speed(dtype: torch.dtype) -> None:
         for i in range(6):
             budget = 16 * (ulps[i] + ulps_out[i] + _eps(dtype) * abs(t))
             assert abs(float(d[i]) - abs(t)) <= budget + 1e-12
+
+
+@pytest.mark.parametrize("branch_free", [False, True])
+def test_geodesic_unit_through_the_origin_from_the_outermost_shell(branch_free: bool) -> None:
+    """A float64 start point on the outermost shell, stepping 1000 units straight through the
+    origin (x + w rounds to 0 there): the antipodal shell point, with finite gradients (found
+    by the thorough profile: the denominator's floor was the smallest float, its gradient
+    0 * inf)."""
+    c = 31.622776601683793
+    hexes = ["-0x1.55dd552324e57p-4", "-0x1.ed457f3dd46adp-4", "-0x1.e204dafa073ccp-5"]
+    x = torch.tensor(
+        [[float.fromhex(h) for h in [*hexes, "-0x1.4f1099330e5aap-4"]]], dtype=torch.float64
+    )
+    leaves = [x.clone(), -x.clone(), torch.full((1, 1), 1000.0, dtype=torch.float64)]
+    for t in leaves:
+        t.requires_grad_(True)
+    with P.branch_free() if branch_free else contextlib.nullcontext():
+        out = geodesic_unit(leaves[2], leaves[0], leaves[1], c=c)
+        grads = torch.autograd.grad(out.sum(), leaves)
+    assert torch.allclose(out.detach(), -x, rtol=1e-12, atol=0)
+    P.check_point(out.detach(), c=c)
+    assert all(bool(torch.isfinite(g).all()) for g in grads)
 
 
 @pytest.mark.parametrize("dtype", DTYPES)
