@@ -24,13 +24,10 @@ of each score over ``sdpa``'s at (B, E, heads) in {(4, 128, 8), (32, 256, 8)} an
 each score adds at N = 8192, (B, E, heads) = (1, 32, 4), at most 2x ``sdpa``'s; inductor-compiled
 against eager at (4, 128, 8), N = 1024: compiled / compiled ``sdpa`` at most eager / ``sdpa``, and
 compiled at most eager time), a ``target`` and a ``met`` column after each ratio, and a last
-line ``targets met: X of Y``. Its run time, extrapolated quadratically from one (4, 128, 8)
-N = 256 round of ``sdpa`` and the three scores (0.15 s at 1 thread, 0.30 s at 2 threads on the
-shared 2-core machine under load): the time grid is 5384 such rounds per thread count (with
-:func:`target_rounds`; 4096 of them the single (32, 256, 8) N = 4096 round), 13 min at 1 thread
-and up to 27 at 2; the compile table about 4 min per thread count (mostly inductor compiling
-the four modules), the memory table about 1 min: about 50 min in all on that machine, less
-on an idle one (the extrapolation overestimates: N = 1024 took 1.1 s, not 2.3).
+line ``targets met: X of Y``. Its run time is measured in the whole suite: ``python -m
+benchmarks`` (the core tables, ``pairwise_dist``, these targets and the video model) took 17.9
+min on the shared 2-core machine, these targets most of it (the largest round, (32, 256, 8) at
+N = 4096, takes SDPA's module 19 s at one thread, and each score about four times that).
 ``--targets-quick`` runs the same code on tiny sizes in under a minute (a check, not a
 measurement).
 """
@@ -556,7 +553,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument(
         "--targets",
         action="store_true",
-        help="check the project's targets (other options ignored; about 50 min on 2 shared cores)",
+        help="check the project's targets (other options ignored; most of the 18 min that "
+        "python -m benchmarks takes on 2 shared cores)",
     )
     parser.add_argument(
         "--targets-quick",
