@@ -400,6 +400,38 @@ def test_the_compiled_module_runs_the_kernel_with_float64_values() -> None:
     assert float((eager[1] - compiled[1]).norm()) <= 1e-5 * float(eager[1].norm())
 
 
+def test_a_module_compiled_before_any_eager_call_runs_the_kernel(tmp_path: Path) -> None:
+    """In a fresh process, ``import poincare.nn`` does not import ``torch._dynamo``, and a
+    module compiled (``fullgraph=True``) before any eager call builds the kernel at trace time
+    and runs it (the traced availability test is a constant of the graph)."""
+    code = textwrap.dedent(
+        """
+        import sys, torch, poincare
+        from poincare.nn import HyperbolicMultiHeadAttention
+        print("torch._dynamo" in sys.modules)
+        torch.manual_seed(0)
+        m = HyperbolicMultiHeadAttention(16, 2, score="distance")
+        x = poincare.expmap0(torch.randn(2, 12, 16) * 0.1)
+        seen = []
+        def backend(gm, example_inputs):
+            seen.extend(str(n.target) for n in gm.graph.nodes if n.op == "call_function")
+            return gm.forward
+        out, _ = torch.compile(m, fullgraph=True, backend=backend)(x, x, x)
+        print(sum("lorentz_attention" in t for t in seen))
+        """
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", code],
+        cwd=tmp_path,
+        env={**os.environ, "PYTHONPATH": str(ROOT)},
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert done.stdout.split() == ["False", "1"]
+
+
 def test_export_keeps_the_kernel_as_one_node() -> None:
     """``torch.export`` of the fused call holds the custom operator once, and the exported
     program gives the eager result."""

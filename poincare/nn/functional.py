@@ -448,13 +448,17 @@ def _kernel_runs(*tensors: Tensor) -> bool:
     return _kernel_built()
 
 
-def _kernel_available() -> bool:
-    """:func:`poincare.nn._kernel.available`, a constant of a traced graph (evaluated, and the
-    kernel built, when ``torch.compile`` traces the first call)."""
+def _kernel_built() -> bool:
+    """:func:`poincare.nn._kernel.build`, a constant of a traced graph: ``torch.compile``
+    evaluates it (building the kernel) when it traces the first call, instead of tracing it."""
     return build_kernel()
 
 
-_kernel_built: Callable[[], bool] = torch.compiler.assume_constant_result(_kernel_available)  # type: ignore[no-untyped-call]
+# What torch.compiler.assume_constant_result(_kernel_built) sets, without the decorator's
+# import of torch._dynamo (1.6 s at every `import poincare.nn`);
+# tests/test_fused_attention.py checks in a fresh process that a module compiled before any
+# eager call still runs the kernel.
+_kernel_built._dynamo_marked_constant = True  # type: ignore[attr-defined]
 
 
 def _first(fn: Callable[..., tuple[Tensor, Tensor]], *args: Tensor | None) -> Tensor:
