@@ -146,12 +146,11 @@ def _project(x: Tensor, c: Tensor) -> Tensor:
             scaled = torch.linalg.vector_norm(x.detach(), dim=-1, keepdim=True) * c.detach().sqrt()
             if not bool((scaled > 1 - 16 * torch.finfo(dtype).eps).any()):
                 return x
-    xd = x.to(torch.float64)
-    scd = torch.sqrt(c.to(torch.float64))
-    n = norm(xd) * scd
+    xd, cd = x.to(torch.float64), c.to(torch.float64)
+    n = norm(xd) * torch.sqrt(cd)
     # Beyond the outermost shell, decided exactly: a rounded norm could move a point that lies
     # exactly on or inside the shell (which must come back bit for bit).
-    over = exact_beyond(xd, c.to(torch.float64), m, strict=True)
+    over = exact_beyond(xd, cd, m, strict=True)
     if host and not bool(over.any()):
         # No row beyond: the traced form below gives x itself, bit for bit (scale 1, and the
         # retries test the same rows against the same shell).
@@ -164,7 +163,6 @@ def _project(x: Tensor, c: Tensor) -> Tensor:
     # projection. Eager code retries and tests again only the rows still beyond, and stops when
     # none is left; traced code (which cannot stop early) takes every step on every row,
     # changing the same rows, so the two agree bit for bit.
-    cd = c.to(torch.float64)
     out = exact_beyond(y, cd, m, strict=True)
     if host:
         return _retry_rows(y, xd, n, cd, out, m)
